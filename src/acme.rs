@@ -1,0 +1,311 @@
+//! ACME issuance with DNS-01: the account (created once, reused), the order, the challenges, finalization
+//! and the chain download, on instant-acme.
+//!
+//! instant-acme talks HTTP through our own reqwest client ([`AcmeHttp`]) so that the CA's HTTPS trusts the
+//! system roots *plus* `trust_roots`, and every exchange has a timeout: a CA that hangs must not hang the
+//! agent. Polling is fast at first and backs off (Pebble and Let's Encrypt usually validate in well under a
+//! second), never a fixed sleep.
+//!
+//! TXT records are removed after every attempt, successful or not: a stale record is harmless to the CA
+//! but litters the operator's zone.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
+    HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::certs::{self, Bundle};
+use crate::config::{AcmeConfig, KeyType};
+use crate::solver::{Dns01Solver, TxtRecord};
+use crate::store::{Store, StoreError};
+
+/// Timeout of one HTTP exchange with the CA.
+pub const ACME_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an order may take from challenges to certificate.
+pub const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// First poll delay of an order; doubles up to the CA's `Retry-After` or the timeout.
+const FIRST_POLL: Duration = Duration::from_millis(50);
+const ACCOUNTS_FILE: &str = "account.json";
+
+/// What failed while obtaining a certificate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcmeError {
+    /// The CA answered with an error, or could not be reached.
+    #[error("ACME CA {directory}: {action} failed: {detail}")]
+    Ca {
+        /// Directory URL.
+        directory: String,
+        /// What was being done.
+        action: &'static str,
+        /// Error chain (never secret: requests are signed, not authenticated with secrets).
+        detail: String,
+    },
+    /// DNS-01 validation failed for a name.
+    #[error("the CA could not validate {name} with DNS-01: {detail} — check that TXT records at {owner} are visible to the public")]
+    Validation {
+        /// The identifier.
+        name: String,
+        /// The owner of the TXT record.
+        owner: String,
+        /// The CA's problem text.
+        detail: String,
+    },
+    /// Publishing a TXT record failed.
+    #[error(transparent)]
+    Dns(#[from] crate::solver::SolverError),
+    /// Key or certificate handling failed.
+    #[error(transparent)]
+    Cert(#[from] crate::certs::CertError),
+    /// The account file could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Persisted accounts, one per directory URL, so switching CAs never discards an account key.
+#[derive(Default, Serialize, Deserialize)]
+struct Accounts {
+    accounts: BTreeMap<String, AccountCredentials>,
+}
+
+/// An ACME account ready to order certificates.
+pub struct AcmeClient {
+    account: Account,
+    directory: String,
+}
+
+impl fmt::Debug for AcmeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcmeClient")
+            .field("directory", &self.directory)
+            .field("account", &self.account.id())
+            .finish()
+    }
+}
+
+impl AcmeClient {
+    /// Loads the account for `config.directory` from the store, or registers one and stores it (0600)
+    /// before using it.
+    ///
+    /// # Errors
+    /// [`AcmeError::Ca`] when the CA cannot be reached or refuses; [`AcmeError::Store`].
+    pub async fn connect(config: &AcmeConfig, store: &Store) -> Result<AcmeClient, AcmeError> {
+        let directory = config.directory.clone();
+        let ca_err = |action: &'static str| {
+            let directory = directory.clone();
+            move |e: instant_acme::Error| AcmeError::Ca {
+                directory,
+                action,
+                detail: crate::target::emqx::error_chain(&e),
+            }
+        };
+        let http = AcmeHttp::new(config.trust_roots.as_deref()).map_err(|detail| AcmeError::Ca {
+            directory: directory.clone(),
+            action: "setting up HTTPS",
+            detail,
+        })?;
+        let mut accounts: Accounts = store.read_json(ACCOUNTS_FILE)?.unwrap_or_default();
+        if let Some(creds) = accounts.accounts.get(&directory) {
+            // AccountCredentials is not Clone; a JSON round trip copies it.
+            let creds: AccountCredentials =
+                serde_json::from_value(serde_json::to_value(creds).map_err(|e| StoreError::Corrupt {
+                    path: store.dir().join(ACCOUNTS_FILE),
+                    detail: e.to_string(),
+                })?)
+                .map_err(|e| StoreError::Corrupt {
+                    path: store.dir().join(ACCOUNTS_FILE),
+                    detail: e.to_string(),
+                })?;
+            let account = Account::builder_with_http(Box::new(http))
+                .from_credentials(creds)
+                .await
+                .map_err(ca_err("loading the stored account"))?;
+            tracing::debug!(account = account.id(), "reusing the stored ACME account");
+            return Ok(AcmeClient { account, directory });
+        }
+        let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
+        let (account, creds) = Account::builder_with_http(Box::new(http))
+            .create(
+                &NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                directory.clone(),
+                None,
+            )
+            .await
+            .map_err(ca_err("registering an account"))?;
+        accounts.accounts.insert(directory.clone(), creds);
+        store.write_json(ACCOUNTS_FILE, &accounts)?;
+        tracing::info!(account = account.id(), directory = %directory, "registered a new ACME account");
+        Ok(AcmeClient { account, directory })
+    }
+
+    /// Obtains a certificate for `domains` with a fresh key of `key_type`, proving control with DNS-01
+    /// through `solver`. TXT records are removed afterwards whatever happened.
+    ///
+    /// # Errors
+    /// See [`AcmeError`].
+    pub async fn issue(
+        &self,
+        domains: &[String],
+        key_type: KeyType,
+        solver: &dyn Dns01Solver,
+    ) -> Result<Bundle, AcmeError> {
+        let mut presented = Vec::new();
+        let result = self.order(domains, key_type, solver, &mut presented).await;
+        for record in &presented {
+            if let Err(e) = solver.cleanup(record).await {
+                tracing::warn!(owner = %record.fqdn, "could not remove the TXT record: {e}");
+            }
+        }
+        result
+    }
+
+    async fn order(
+        &self,
+        domains: &[String],
+        key_type: KeyType,
+        solver: &dyn Dns01Solver,
+        presented: &mut Vec<TxtRecord>,
+    ) -> Result<Bundle, AcmeError> {
+        let ca_err = |action: &'static str| {
+            move |e: instant_acme::Error| AcmeError::Ca {
+                directory: self.directory.clone(),
+                action,
+                detail: crate::target::emqx::error_chain(&e),
+            }
+        };
+        let identifiers: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        let mut order = self
+            .account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(ca_err("creating the order"))?;
+        tracing::info!(order = order.url(), names = %domains.join(","), "ACME order created");
+
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(ca_err("fetching an authorization"))?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    return Err(AcmeError::Ca {
+                        directory: self.directory.clone(),
+                        action: "authorizing",
+                        detail: format!("an authorization is {other:?}; retry later"),
+                    });
+                }
+            }
+            let mut challenge = authz.challenge(ChallengeType::Dns01).ok_or_else(|| AcmeError::Ca {
+                directory: self.directory.clone(),
+                action: "authorizing",
+                detail: "the CA offers no dns-01 challenge".into(),
+            })?;
+            let name = challenge.identifier().to_string();
+            let record = TxtRecord::for_domain(&name, challenge.key_authorization().dns_value());
+            tracing::debug!(owner = %record.fqdn, "publishing the DNS-01 record");
+            presented.push(record.clone());
+            solver.present(&record).await?;
+            challenge.set_ready().await.map_err(ca_err("answering a challenge"))?;
+        }
+
+        let policy = RetryPolicy::new()
+            .initial_delay(FIRST_POLL)
+            .backoff(2.0)
+            .timeout(ORDER_TIMEOUT);
+        let status = order.poll_ready(&policy).await;
+        if !matches!(status, Ok(OrderStatus::Ready)) {
+            // Name the failing identifier with the CA's own words, which is what the operator needs.
+            let mut authorizations = order.authorizations();
+            while let Some(Ok(mut authz)) = authorizations.next().await {
+                let _ = authz.refresh().await;
+                for challenge in &authz.challenges {
+                    if let Some(problem) = &challenge.error {
+                        let name = authz.identifier().to_string();
+                        return Err(AcmeError::Validation {
+                            owner: crate::solver::challenge_fqdn(&name),
+                            name,
+                            detail: problem.detail.clone().unwrap_or_else(|| problem.to_string()),
+                        });
+                    }
+                }
+            }
+            return Err(match status {
+                Err(e) => ca_err("waiting for validation")(e),
+                Ok(s) => AcmeError::Ca {
+                    directory: self.directory.clone(),
+                    action: "waiting for validation",
+                    detail: format!("the order became {s:?}"),
+                },
+            });
+        }
+
+        let key: SecretString = certs::generate_key(key_type)?;
+        let csr = certs::csr_der(&key, domains)?;
+        order.finalize_csr(&csr).await.map_err(ca_err("finalizing the order"))?;
+        let chain_pem = order
+            .poll_certificate(&policy)
+            .await
+            .map_err(ca_err("downloading the certificate"))?;
+        tracing::info!(names = %domains.join(","), "certificate issued");
+        Ok(Bundle {
+            key_pkcs8_pem: key,
+            chain_pem,
+        })
+    }
+}
+
+/// instant-acme's HTTP through reqwest: system roots plus extra roots, and timeouts.
+struct AcmeHttp(reqwest::Client);
+
+impl AcmeHttp {
+    fn new(trust_roots: Option<&std::path::Path>) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(ACME_REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = trust_roots {
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            for der in certs::parse_pem_certs(&pem).map_err(|e| e.to_string())? {
+                let cert = reqwest::Certificate::from_der(&der).map_err(|e| e.to_string())?;
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder.build().map(AcmeHttp).map_err(|e| e.to_string())
+    }
+}
+
+impl HttpClient for AcmeHttp {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let client = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let bytes = match http_body_util::BodyExt::collect(body).await {
+                Ok(collected) => collected.to_bytes(),
+                Err(never) => match never {},
+            };
+            let req = reqwest::Request::try_from(http::Request::from_parts(parts, bytes))
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let resp = client
+                .execute(req)
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            Ok(BytesResponse::from(http::Response::<reqwest::Body>::from(resp)))
+        })
+    }
+}

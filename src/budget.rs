@@ -1,0 +1,212 @@
+//! The vendor's request budget per API key: 60 `GET` and 6 writes per sliding hour (configurable).
+//!
+//! Every request is charged *before* it is sent, and the record is persisted in the state directory, so a
+//! restart or a timer-driven `renew` a minute after the last one does not forget what was spent. A 429
+//! from the vendor blocks the key until its `Retry-After`, whatever our own count says: the vendor's view
+//! wins.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::store::{Store, StoreError};
+
+const FILE: &str = "budget.json";
+
+/// The two classes of request the vendor counts separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `GET`.
+    Read,
+    /// `POST`, `PUT` or `DELETE`.
+    Write,
+}
+
+/// The budget cannot afford a request before `until`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the EMQX API budget of key `{key}` is spent until {until} ({why})")]
+pub struct Exhausted {
+    /// The API key.
+    pub key: String,
+    /// When the next request of that kind is allowed.
+    pub until: OffsetDateTime,
+    /// Our own count or the vendor's 429.
+    pub why: &'static str,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Usage {
+    /// Unix seconds of each `GET` inside the window.
+    reads: Vec<i64>,
+    /// Unix seconds of each write inside the window.
+    writes: Vec<i64>,
+    /// Unix seconds until which the vendor said 429.
+    blocked_until: Option<i64>,
+}
+
+/// Limits of one API key.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `GET`s per window.
+    pub reads: u32,
+    /// Writes per window.
+    pub writes: u32,
+    /// Window length.
+    pub window: Duration,
+}
+
+/// The persisted budgets of every key. One per process; requests of all deployments go through it.
+#[derive(Debug)]
+pub struct Budget {
+    store: Store,
+    usage: Mutex<BTreeMap<String, Usage>>,
+}
+
+impl Budget {
+    /// Loads the budget file (a missing file means nothing was spent).
+    ///
+    /// # Errors
+    /// I/O errors and a corrupt file.
+    pub fn load(store: &Store) -> Result<Budget, StoreError> {
+        Ok(Budget {
+            store: store.clone(),
+            usage: Mutex::new(store.read_json(FILE)?.unwrap_or_default()),
+        })
+    }
+
+    /// Charges one request of `kind` to `key` at `now`, or says when it would be allowed.
+    ///
+    /// # Errors
+    /// [`ChargeError::Exhausted`] when the window is full or the key is blocked by a 429;
+    /// [`ChargeError::Store`] when the charge cannot be persisted (the request must then not be sent).
+    pub fn charge(&self, key: &str, limits: Limits, kind: Kind, now: OffsetDateTime) -> Result<(), ChargeError> {
+        let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let usage = all.entry(key.to_owned()).or_default();
+        let now_s = now.unix_timestamp();
+        let window = limits.window.as_secs() as i64;
+        usage.reads.retain(|t| now_s - t < window);
+        usage.writes.retain(|t| now_s - t < window);
+        if let Some(until) = usage.blocked_until {
+            if until > now_s {
+                return Err(ChargeError::Exhausted(Exhausted {
+                    key: key.to_owned(),
+                    until: ts(until),
+                    why: "the vendor answered 429",
+                }));
+            }
+            usage.blocked_until = None;
+        }
+        let (spent, limit) = match kind {
+            Kind::Read => (&mut usage.reads, limits.reads),
+            Kind::Write => (&mut usage.writes, limits.writes),
+        };
+        if spent.len() >= limit as usize {
+            let oldest = spent.iter().min().copied().unwrap_or(now_s);
+            return Err(ChargeError::Exhausted(Exhausted {
+                key: key.to_owned(),
+                until: ts(oldest + window),
+                why: match kind {
+                    Kind::Read => "GET limit reached",
+                    Kind::Write => "write limit reached",
+                },
+            }));
+        }
+        spent.push(now_s);
+        self.store.write_json(FILE, &*all).map_err(ChargeError::Store)
+    }
+
+    /// Records a 429: no request of this key until `until`.
+    ///
+    /// # Errors
+    /// When the block cannot be persisted.
+    pub fn block(&self, key: &str, until: OffsetDateTime) -> Result<(), StoreError> {
+        let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(key.to_owned()).or_default().blocked_until = Some(until.unix_timestamp());
+        self.store.write_json(FILE, &*all)
+    }
+
+    /// Requests of `kind` still affordable for `key` at `now` (0 while blocked).
+    pub fn remaining(&self, key: &str, limits: Limits, kind: Kind, now: OffsetDateTime) -> u32 {
+        let all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(usage) = all.get(key) else {
+            return match kind {
+                Kind::Read => limits.reads,
+                Kind::Write => limits.writes,
+            };
+        };
+        let now_s = now.unix_timestamp();
+        if usage.blocked_until.is_some_and(|u| u > now_s) {
+            return 0;
+        }
+        let window = limits.window.as_secs() as i64;
+        let (spent, limit) = match kind {
+            Kind::Read => (&usage.reads, limits.reads),
+            Kind::Write => (&usage.writes, limits.writes),
+        };
+        let used = spent.iter().filter(|t| now_s - **t < window).count() as u32;
+        limit.saturating_sub(used)
+    }
+}
+
+/// Why a request could not be charged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChargeError {
+    /// Out of budget.
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
+    /// The charge could not be persisted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn ts(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        reads: 3,
+        writes: 1,
+        window: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn sliding_window_is_enforced_and_persisted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        let b = Budget::load(&store).unwrap();
+        for _ in 0..3 {
+            b.charge("k", LIMITS, Kind::Read, t0).unwrap();
+        }
+        let err = b.charge("k", LIMITS, Kind::Read, t0).unwrap_err();
+        let ChargeError::Exhausted(e) = err else { panic!() };
+        assert_eq!(e.until.unix_timestamp(), t0.unix_timestamp() + 60);
+        b.charge("k", LIMITS, Kind::Write, t0).unwrap();
+        assert_eq!(b.remaining("k", LIMITS, Kind::Write, t0), 0);
+        assert_eq!(b.remaining("other", LIMITS, Kind::Write, t0), 1);
+        // A new process sees the same spending.
+        let again = Budget::load(&store).unwrap();
+        assert!(again.charge("k", LIMITS, Kind::Write, t0).is_err());
+        assert!(again.charge("k", LIMITS, Kind::Write, t0 + time::Duration::seconds(61)).is_ok());
+    }
+
+    #[test]
+    fn a_429_blocks_until_retry_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let b = Budget::load(&store).unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        b.block("k", t0 + time::Duration::seconds(30)).unwrap();
+        assert!(b.charge("k", LIMITS, Kind::Read, t0).is_err());
+        assert_eq!(b.remaining("k", LIMITS, Kind::Read, t0), 0);
+        assert!(b.charge("k", LIMITS, Kind::Read, t0 + time::Duration::seconds(31)).is_ok());
+    }
+}

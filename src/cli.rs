@@ -1,0 +1,240 @@
+//! Command line: clap definitions, logging setup, exit codes, and one clear line per failure.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use certkeeper::config::{Config, DEFAULT_CONFIG_PATH};
+use certkeeper::renew::{self, Agent};
+use certkeeper::store::{Step, Store, StoreError};
+
+/// Every selected deployment is fine (renewed or not due).
+const EXIT_OK: u8 = 0;
+/// At least one deployment failed.
+const EXIT_FAILED: u8 = 1;
+/// Invalid config or usage; nothing touched the network.
+const EXIT_USAGE: u8 = 2;
+/// Another certkeeper holds the state lock.
+const EXIT_LOCKED: u8 = 3;
+
+/// Keeps the TLS certificates of EMQX Cloud deployments fresh with ACME (DNS-01) certificates.
+#[derive(Debug, Parser)]
+#[command(name = "certkeeper", version, about, long_about = None)]
+struct Args {
+    /// Config file [default: $CERTKEEPER_CONFIG, else /etc/certkeeper/config.toml]
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Print the cause chain of every failure and debug logs of certkeeper
+    #[arg(long, short = 'v', global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One pass: inspect each deployment, renew those that are due, exit
+    Renew {
+        /// Renew the selected deployments even if they are not due
+        #[arg(long)]
+        now: bool,
+        /// Only this deployment (repeatable); default: all configured
+        #[arg(long = "deployment", value_name = "ID")]
+        deployments: Vec<String>,
+    },
+    /// Validate the config offline (no network) and print what would be managed
+    Check,
+    /// One line per deployment from local state: domains, last known expiry, last result
+    Status,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    // Two rustls crypto providers are in the tree; without a chosen default rustls panics.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let path = config_path(args.config);
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    ExitCode::from(match args.command {
+        Command::Check => check(&config),
+        Command::Status => status(&config),
+        Command::Renew { now, deployments } => renew(config, now, &deployments, args.verbose),
+    })
+}
+
+fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("CERTKEEPER_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "certkeeper=debug,warn" } else { "certkeeper=info,warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    // Under systemd the journal stamps each line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn check(config: &Config) -> u8 {
+    for d in &config.deployments {
+        let emqx = &config.emqx[&d.emqx];
+        let dns = &config.dns[&d.dns];
+        println!(
+            "{}: {} — EMQX [emqx.{}] {}, DNS-01 via [dns.{}] {}, tls_type {}",
+            d.id,
+            d.domains.join(", "),
+            emqx.name,
+            emqx.url,
+            dns.name,
+            dns.server,
+            d.tls_type.map_or("as reported by EMQX".to_owned(), |t| t.to_string()),
+        );
+    }
+    println!(
+        "config {} is valid: {} deployment(s), ACME CA {}",
+        config.path.display(),
+        config.deployments.len(),
+        config.acme.directory
+    );
+    EXIT_OK
+}
+
+fn status(config: &Config) -> u8 {
+    let store = match Store::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let mut code = EXIT_OK;
+    for d in &config.deployments {
+        let record = match store.record(&d.id) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{}: {e}", d.id);
+                code = EXIT_FAILED;
+                continue;
+            }
+        };
+        let expiry = record.expire.map_or("unknown".to_owned(), renew::day);
+        let step = match record.step {
+            Some(Step::Issued) => "  [issued, push pending]",
+            Some(Step::Pushed) => "  [pushed, waiting for running]",
+            _ => "",
+        };
+        let last = match &record.last {
+            None => "never run".to_owned(),
+            Some(o) => format!("{} at {}: {}", if o.ok { "ok" } else { "FAILED" }, renew::day(o.at), o.message),
+        };
+        println!("{}  {}  expires {expiry}{step}  last: {last}", d.id, d.domains.join(","));
+    }
+    code
+}
+
+fn renew(config: Config, now: bool, only: &[String], verbose: bool) -> u8 {
+    if let Some(unknown) = only.iter().find(|id| !config.deployments.iter().any(|d| &d.id == *id)) {
+        let known: Vec<&str> = config.deployments.iter().map(|d| d.id.as_str()).collect();
+        eprintln!(
+            "error: --deployment {unknown} is not in {} (configured: {})",
+            config.path.display(),
+            known.join(", ")
+        );
+        return EXIT_USAGE;
+    }
+    let store = match Store::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let _lock = match store.try_lock() {
+        Ok(lock) => lock,
+        Err(e @ StoreError::Locked { .. }) => {
+            eprintln!("error: {e}");
+            return EXIT_LOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let agent = match Agent::new(config, store) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let reports = runtime.block_on(agent.pass(only, now));
+    let mut code = EXIT_OK;
+    for report in reports {
+        match report.result {
+            Ok(done) => println!("{}: {done}", report.id),
+            Err(e) => {
+                code = EXIT_FAILED;
+                eprintln!("{}: {e}", report.id);
+                if verbose {
+                    print_causes(&e);
+                }
+            }
+        }
+    }
+    code
+}
+
+fn print_causes(err: &dyn std::error::Error) {
+    let mut source = err.source();
+    while let Some(s) = source {
+        eprintln!("  caused by: {s}");
+        source = s.source();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+    use std::path::Path;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn config_flag_wins_over_default() {
+        assert_eq!(config_path(Some("/x.toml".into())), Path::new("/x.toml"));
+    }
+}

@@ -1,0 +1,846 @@
+//! The configuration file: its TOML schema, validation, and secret resolution.
+//!
+//! Loading happens in two steps, as ripgrep separates low-level from high-level arguments: serde reads the
+//! file into `raw` structs that mirror the TOML one to one (`deny_unknown_fields`, spans kept where a later
+//! check needs to point at a line), then [`Config::load`] resolves references, reads secrets and checks
+//! everything that can be checked offline. Nothing here touches the network, so `certkeeper check` and a
+//! SIGHUP reload can validate a file without side effects.
+//!
+//! Secrets are read into [`SecretString`] / [`SecretSlice`] at once, so no `Debug` or log line can print them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{SecretSlice, SecretString};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::solver::rfc2136::TsigAlgorithm;
+
+/// Where the config lives when neither `--config` nor `$CERTKEEPER_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/certkeeper/config.toml";
+/// Default state directory (systemd's `StateDirectory=certkeeper`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/certkeeper";
+/// Let's Encrypt production directory, selected by `directory = "letsencrypt"`.
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt staging directory, selected by `directory = "letsencrypt-staging"`.
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+/// Default cadence of `GET` while waiting for a pushed certificate to become `running`.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Default time to wait for `running` after a push.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The vendor's documented limit of `GET` requests per key per window.
+pub const DEFAULT_GET_LIMIT: u32 = 60;
+/// The vendor's documented limit of `POST`/`PUT`/`DELETE` requests per key per window.
+pub const DEFAULT_WRITE_LIMIT: u32 = 6;
+/// The vendor's rate-limit window.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Environment variable systemd sets for `LoadCredential=`; `secret_file` paths may start with it.
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// A config file that cannot be used, with the place in the file when there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// 1-based line and column of the offending text, when known.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(
+                f,
+                "{}: line {line}, column {column}: {}",
+                self.path.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub path: PathBuf,
+    /// Where account, records and bundles live.
+    pub state_dir: PathBuf,
+    /// The ACME CA and how to talk to it.
+    pub acme: AcmeConfig,
+    /// DNS-01 solvers by name.
+    pub dns: BTreeMap<String, DnsConfig>,
+    /// EMQX API accounts by name.
+    pub emqx: BTreeMap<String, EmqxConfig>,
+    /// Managed deployments, in file order.
+    pub deployments: Vec<Deployment>,
+    /// Warnings worth showing the operator (e.g. inline secrets in a readable file).
+    pub warnings: Vec<String>,
+}
+
+/// `[acme]`.
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    /// The directory URL (aliases already resolved).
+    pub directory: String,
+    /// Contact URIs for the account.
+    pub contact: Vec<String>,
+    /// Extra PEM roots trusted for the CA's HTTPS endpoint (on top of the system roots).
+    pub trust_roots: Option<PathBuf>,
+    /// Key type of issued certificates.
+    pub key_type: KeyType,
+    /// PEM encoding of the private key pushed to EMQX.
+    pub key_format: KeyFormat,
+}
+
+/// Key algorithm of an issued certificate: only what EMQX accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    /// ECDSA on P-256 with SHA-256.
+    EcdsaP256,
+    /// ECDSA on P-384 with SHA-384.
+    EcdsaP384,
+    /// RSA 2048 with SHA-256.
+    Rsa2048,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+        })
+    }
+}
+
+/// How the private key is written in PEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyFormat {
+    /// `EC PRIVATE KEY` (SEC 1) or `RSA PRIVATE KEY` (PKCS#1), as the vendor's docs show.
+    Traditional,
+    /// `PRIVATE KEY` (PKCS#8).
+    Pkcs8,
+}
+
+/// `[dns.NAME]`: an RFC 2136 server that takes TSIG-signed updates.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// The section name.
+    pub name: String,
+    /// `host:port` of the zone's primary.
+    pub server: String,
+    /// TSIG key name.
+    pub tsig_key: String,
+    /// TSIG algorithm.
+    pub tsig_algorithm: TsigAlgorithm,
+    /// Decoded TSIG key bytes.
+    pub tsig_secret: SecretSlice<u8>,
+    /// The zone, when not discovered by SOA lookup.
+    pub zone: Option<String>,
+    /// How long to wait for the server to answer a new TXT record.
+    pub propagation_timeout: Duration,
+}
+
+/// `[emqx.NAME]`: one EMQX Cloud API key.
+#[derive(Debug, Clone)]
+pub struct EmqxConfig {
+    /// The section name.
+    pub name: String,
+    /// `{api}` base URL, without trailing slash.
+    pub url: String,
+    /// API key (the basic-auth user name; not secret).
+    pub key: String,
+    /// API secret.
+    pub secret: SecretString,
+    /// Offset of the zone-less `expire` field.
+    pub expire_offset: time::UtcOffset,
+    /// `GET` cadence while waiting for `running`.
+    pub poll_interval: Duration,
+    /// How long to wait for `running`.
+    pub wait_timeout: Duration,
+    /// Allowed `GET`s per window.
+    pub get_limit: u32,
+    /// Allowed writes per window.
+    pub write_limit: u32,
+    /// The vendor's rate-limit window.
+    pub rate_window: Duration,
+}
+
+/// TLS mode of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum TlsType {
+    /// Server authentication only.
+    #[serde(rename = "one-way")]
+    OneWay,
+    /// Mutual TLS: the push must carry the client CA (`cacert`).
+    #[serde(rename = "two-way")]
+    TwoWay,
+}
+
+impl TlsType {
+    /// The vendor's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsType::OneWay => "one-way",
+            TlsType::TwoWay => "two-way",
+        }
+    }
+}
+
+impl fmt::Display for TlsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[[deployment]]`.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The deployment ID (not its name).
+    pub id: String,
+    /// Names on the certificate; the first is the primary name.
+    pub domains: Vec<String>,
+    /// Name of the `[emqx.*]` section.
+    pub emqx: String,
+    /// Name of the `[dns.*]` section.
+    pub dns: String,
+    /// TLS type to push; `None` keeps what `GET` reports.
+    pub tls_type: Option<TlsType>,
+    /// Client CA bundle for two-way TLS.
+    pub client_ca_file: Option<PathBuf>,
+    /// Override of the renewal rule: renew when less than this is left.
+    pub renew_before: Option<Duration>,
+}
+
+mod raw {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub state_dir: Option<PathBuf>,
+        pub acme: Option<Spanned<Acme>>,
+        #[serde(default)]
+        pub dns: BTreeMap<String, Spanned<Dns>>,
+        #[serde(default)]
+        pub emqx: BTreeMap<String, Spanned<Emqx>>,
+        #[serde(default)]
+        pub deployment: Vec<Spanned<Deployment>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Acme {
+        pub directory: Option<Spanned<String>>,
+        #[serde(default)]
+        pub contact: Vec<String>,
+        pub trust_roots: Option<Spanned<String>>,
+        pub key_type: Option<KeyType>,
+        pub key_format: Option<KeyFormat>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Dns {
+        pub provider: Spanned<String>,
+        pub server: Spanned<String>,
+        pub tsig_key: String,
+        pub tsig_algorithm: Option<TsigAlgorithm>,
+        pub tsig_secret: Option<String>,
+        pub tsig_secret_file: Option<Spanned<String>>,
+        pub tsig_secret_env: Option<Spanned<String>>,
+        pub zone: Option<String>,
+        pub propagation_timeout: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Emqx {
+        pub url: Spanned<String>,
+        pub key: String,
+        pub secret: Option<String>,
+        pub secret_file: Option<Spanned<String>>,
+        pub secret_env: Option<Spanned<String>>,
+        pub expire_timezone: Option<Spanned<String>>,
+        pub poll_interval: Option<Spanned<String>>,
+        pub wait_timeout: Option<Spanned<String>>,
+        pub get_limit: Option<u32>,
+        pub write_limit: Option<u32>,
+        pub rate_window: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Deployment {
+        pub id: Spanned<String>,
+        pub domains: Spanned<Vec<Spanned<String>>>,
+        pub emqx: Option<Spanned<String>>,
+        pub dns: Option<Spanned<String>>,
+        pub tls_type: Option<TlsType>,
+        pub client_ca_file: Option<Spanned<String>>,
+        pub renew_before: Option<Spanned<String>>,
+    }
+}
+
+/// Collects the context every check needs to report a position.
+struct Loader<'a> {
+    path: &'a Path,
+    source: &'a str,
+    inline_secrets: bool,
+}
+
+impl Loader<'_> {
+    fn err_at(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            position: Some(line_column(self.source, span.start)),
+            message: message.into(),
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            position: None,
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, value: &Option<Spanned<String>>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v.get_ref()).map_err(|e| {
+                self.err_at(
+                    v.span(),
+                    format!("invalid duration `{}` ({e}); write e.g. \"90s\", \"30m\", \"30d\"", v.get_ref()),
+                )
+            }),
+        }
+    }
+
+    /// Reads a secret given inline, in a file, or in an environment variable: exactly one of the three.
+    fn secret(
+        &self,
+        what: &str,
+        section: &str,
+        at: std::ops::Range<usize>,
+        inline: &Option<String>,
+        file: &Option<Spanned<String>>,
+        env: &Option<Spanned<String>>,
+    ) -> Result<String, ConfigError> {
+        let given = inline.is_some() as u8 + file.is_some() as u8 + env.is_some() as u8;
+        if given != 1 {
+            return Err(self.err_at(
+                at,
+                format!("[{section}] needs exactly one of `{what}`, `{what}_file` or `{what}_env`"),
+            ));
+        }
+        if let Some(value) = inline {
+            return Ok(value.trim().to_owned());
+        }
+        if let Some(file) = file {
+            let path = expand_credentials_dir(file.get_ref()).map_err(|m| self.err_at(file.span(), m))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                self.err_at(
+                    file.span(),
+                    format!("cannot read {what}_file {}: {e}", path.display()),
+                )
+            })?;
+            let value = text.trim().to_owned();
+            if value.is_empty() {
+                return Err(self.err_at(file.span(), format!("{what}_file {} is empty", path.display())));
+            }
+            return Ok(value);
+        }
+        let var = env.as_ref().expect("exactly one of three is set, checked above");
+        match std::env::var(var.get_ref()) {
+            Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_owned()),
+            _ => Err(self.err_at(
+                var.span(),
+                format!("environment variable {} (from {what}_env) is not set or empty", var.get_ref()),
+            )),
+        }
+    }
+
+    fn acme(&self, raw: Option<Spanned<raw::Acme>>) -> Result<AcmeConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Err(self.err("missing [acme] section (at least `directory = \"letsencrypt\"`)"));
+        };
+        let raw = raw.into_inner();
+        let directory = match raw.directory.as_ref().map(|d| d.get_ref().as_str()) {
+            None | Some("letsencrypt") => LETSENCRYPT.to_owned(),
+            Some("letsencrypt-staging") => LETSENCRYPT_STAGING.to_owned(),
+            Some(url) if url.starts_with("https://") && url.len() > "https://".len() => url.to_owned(),
+            Some(other) => {
+                let span = raw.directory.as_ref().map(|d| d.span()).unwrap_or_default();
+                return Err(self.err_at(
+                    span,
+                    format!(
+                        "acme.directory `{other}` is neither \"letsencrypt\", \"letsencrypt-staging\" nor an https:// URL"
+                    ),
+                ));
+            }
+        };
+        let trust_roots = match raw.trust_roots {
+            None => None,
+            Some(p) => {
+                let path = PathBuf::from(p.get_ref());
+                let text = std::fs::read(&path).map_err(|e| {
+                    self.err_at(p.span(), format!("cannot read acme.trust_roots {}: {e}", path.display()))
+                })?;
+                if crate::certs::parse_pem_certs(&text).map(|c| c.is_empty()).unwrap_or(true) {
+                    return Err(self.err_at(
+                        p.span(),
+                        format!("acme.trust_roots {} holds no PEM certificate", path.display()),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        for contact in &raw.contact {
+            if !contact.starts_with("mailto:") {
+                return Err(self.err(format!(
+                    "acme.contact `{contact}` must be a mailto: URI, e.g. \"mailto:ops@example.com\""
+                )));
+            }
+        }
+        Ok(AcmeConfig {
+            directory,
+            contact: raw.contact,
+            trust_roots,
+            key_type: raw.key_type.unwrap_or(KeyType::EcdsaP256),
+            key_format: raw.key_format.unwrap_or(KeyFormat::Traditional),
+        })
+    }
+
+    fn dns(&mut self, name: &str, raw: Spanned<raw::Dns>) -> Result<DnsConfig, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if raw.provider.get_ref() != "rfc2136" {
+            return Err(self.err_at(
+                raw.provider.span(),
+                format!("[dns.{name}] provider `{}` is unknown; supported: \"rfc2136\"", raw.provider.get_ref()),
+            ));
+        }
+        if !raw.server.get_ref().contains(':') {
+            return Err(self.err_at(
+                raw.server.span(),
+                format!("[dns.{name}] server must be host:port, e.g. \"192.0.2.1:53\""),
+            ));
+        }
+        self.inline_secrets |= raw.tsig_secret.is_some();
+        let secret = self.secret(
+            "tsig_secret",
+            &format!("dns.{name}"),
+            span,
+            &raw.tsig_secret,
+            &raw.tsig_secret_file,
+            &raw.tsig_secret_env,
+        )?;
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(secret.as_bytes())
+            .map_err(|_| {
+                self.err(format!(
+                    "[dns.{name}] the TSIG secret is not valid base64 (use the secret as knot/bind print it)"
+                ))
+            })?;
+        let absolute = |s: &str| if s.ends_with('.') { s.to_owned() } else { format!("{s}.") };
+        Ok(DnsConfig {
+            name: name.to_owned(),
+            server: raw.server.into_inner(),
+            tsig_key: absolute(&raw.tsig_key),
+            tsig_algorithm: raw.tsig_algorithm.unwrap_or(TsigAlgorithm::HmacSha256),
+            tsig_secret: decoded.into(),
+            zone: raw.zone.as_deref().map(absolute),
+            propagation_timeout: self.duration(&raw.propagation_timeout, Duration::from_secs(120))?,
+        })
+    }
+
+    fn emqx(&mut self, name: &str, raw: Spanned<raw::Emqx>) -> Result<EmqxConfig, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let url = raw.url.get_ref().trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
+            _ => {
+                return Err(self.err_at(
+                    raw.url.span(),
+                    format!("[emqx.{name}] url `{url}` is not an http(s) URL; copy the API address from the console"),
+                ));
+            }
+        }
+        self.inline_secrets |= raw.secret.is_some();
+        let secret = self.secret("secret", &format!("emqx.{name}"), span.clone(), &raw.secret, &raw.secret_file, &raw.secret_env)?;
+        let expire_offset = match &raw.expire_timezone {
+            None => time::UtcOffset::UTC,
+            Some(tz) => parse_offset(tz.get_ref()).ok_or_else(|| {
+                self.err_at(
+                    tz.span(),
+                    format!("expire_timezone `{}` is not an offset like \"+08:00\" or \"UTC\"", tz.get_ref()),
+                )
+            })?,
+        };
+        let poll_interval = self.duration(&raw.poll_interval, DEFAULT_POLL_INTERVAL)?;
+        if poll_interval.is_zero() {
+            return Err(self.err_at(span, format!("[emqx.{name}] poll_interval must be more than 0")));
+        }
+        Ok(EmqxConfig {
+            name: name.to_owned(),
+            url,
+            key: raw.key,
+            secret: secret.into(),
+            expire_offset,
+            poll_interval,
+            wait_timeout: self.duration(&raw.wait_timeout, DEFAULT_WAIT_TIMEOUT)?,
+            get_limit: raw.get_limit.unwrap_or(DEFAULT_GET_LIMIT),
+            write_limit: raw.write_limit.unwrap_or(DEFAULT_WRITE_LIMIT),
+            rate_window: self.duration(&raw.rate_window, DEFAULT_RATE_WINDOW)?,
+        })
+    }
+
+    /// Picks the named section, or the only one when no name is given.
+    fn pick<T>(
+        &self,
+        kind: &str,
+        name: &Option<Spanned<String>>,
+        sections: &BTreeMap<String, T>,
+        at: std::ops::Range<usize>,
+    ) -> Result<String, ConfigError> {
+        match name {
+            Some(n) if sections.contains_key(n.get_ref()) => Ok(n.get_ref().clone()),
+            Some(n) => Err(self.err_at(
+                n.span(),
+                format!(
+                    "{kind} = \"{}\" names no [{kind}.{}] section (defined: {})",
+                    n.get_ref(),
+                    n.get_ref(),
+                    list(sections.keys())
+                ),
+            )),
+            None if sections.len() == 1 => Ok(sections.keys().next().cloned().unwrap_or_default()),
+            None if sections.is_empty() => Err(self.err_at(at, format!("no [{kind}.NAME] section is defined"))),
+            None => Err(self.err_at(
+                at,
+                format!("several [{kind}.*] sections exist ({}); say which with `{kind} = \"NAME\"`", list(sections.keys())),
+            )),
+        }
+    }
+
+    fn deployment(
+        &self,
+        raw: Spanned<raw::Deployment>,
+        dns: &BTreeMap<String, DnsConfig>,
+        emqx: &BTreeMap<String, EmqxConfig>,
+    ) -> Result<Deployment, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let id = raw.id.get_ref().clone();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(self.err_at(
+                raw.id.span(),
+                format!("deployment id `{id}` must be the deployment ID from the console (letters, digits, - and _)"),
+            ));
+        }
+        if raw.domains.get_ref().is_empty() {
+            return Err(self.err_at(raw.domains.span(), format!("deployment {id}: domains is empty")));
+        }
+        let mut domains: Vec<String> = Vec::new();
+        for d in raw.domains.get_ref() {
+            let name = d.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if let Err(why) = check_domain(&name) {
+                return Err(self.err_at(d.span(), format!("deployment {id}: domain `{}` {why}", d.get_ref())));
+            }
+            if domains.contains(&name) {
+                return Err(self.err_at(d.span(), format!("deployment {id}: domain `{name}` is listed twice")));
+            }
+            domains.push(name);
+        }
+        let client_ca_file = match &raw.client_ca_file {
+            None => None,
+            Some(p) => {
+                let path = expand_credentials_dir(p.get_ref()).map_err(|m| self.err_at(p.span(), m))?;
+                let pem = std::fs::read(&path).map_err(|e| {
+                    self.err_at(p.span(), format!("deployment {id}: cannot read client_ca_file {}: {e}", path.display()))
+                })?;
+                if crate::certs::parse_pem_certs(&pem).map(|c| c.is_empty()).unwrap_or(true) {
+                    return Err(self.err_at(
+                        p.span(),
+                        format!("deployment {id}: client_ca_file {} holds no PEM certificate", path.display()),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        if raw.tls_type == Some(TlsType::TwoWay) && client_ca_file.is_none() {
+            return Err(self.err_at(
+                span,
+                format!("deployment {id}: tls_type = \"two-way\" needs client_ca_file (EMQX requires the client CA on every push)"),
+            ));
+        }
+        Ok(Deployment {
+            emqx: self.pick("emqx", &raw.emqx, emqx, span.clone())?,
+            dns: self.pick("dns", &raw.dns, dns, span)?,
+            id,
+            domains,
+            tls_type: raw.tls_type,
+            client_ca_file,
+            renew_before: match &raw.renew_before {
+                None => None,
+                Some(_) => Some(self.duration(&raw.renew_before, Duration::ZERO)?),
+            },
+        })
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`, without touching the network.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, the line and column where possible, and what to change.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            position: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::parse(path, &source)
+    }
+
+    /// Validates config text as if read from `path` (used by [`Config::load`] and the tests).
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let mut loader = Loader {
+            path,
+            source,
+            inline_secrets: false,
+        };
+        let raw: raw::File = toml::from_str(source).map_err(|e| match e.span() {
+            Some(span) => loader.err_at(span, e.message().to_owned()),
+            None => loader.err(e.message().to_owned()),
+        })?;
+        let acme = loader.acme(raw.acme)?;
+        let mut dns = BTreeMap::new();
+        for (name, section) in raw.dns {
+            let parsed = loader.dns(&name, section)?;
+            dns.insert(name, parsed);
+        }
+        let mut emqx = BTreeMap::new();
+        for (name, section) in raw.emqx {
+            let parsed = loader.emqx(&name, section)?;
+            emqx.insert(name, parsed);
+        }
+        let mut deployments: Vec<Deployment> = Vec::new();
+        for d in raw.deployment {
+            let at = d.get_ref().id.span();
+            let parsed = loader.deployment(d, &dns, &emqx)?;
+            if deployments.iter().any(|o| o.id == parsed.id) {
+                return Err(loader.err_at(at, format!("deployment {} is configured twice", parsed.id)));
+            }
+            deployments.push(parsed);
+        }
+        if deployments.is_empty() {
+            return Err(loader.err("no [[deployment]] is configured; add one with id and domains"));
+        }
+        let mut warnings = Vec::new();
+        if loader.inline_secrets && readable_by_others(path) {
+            warnings.push(format!(
+                "{} holds inline secrets and is readable by group or others; run `chmod 600 {}` or move them to *_file",
+                path.display(),
+                path.display()
+            ));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            acme,
+            dns,
+            emqx,
+            deployments,
+            warnings,
+        })
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..source.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Expands a leading `${CREDENTIALS_DIRECTORY}` (or `$CREDENTIALS_DIRECTORY`), as systemd's `LoadCredential=` needs.
+fn expand_credentials_dir(path: &str) -> Result<PathBuf, String> {
+    for prefix in ["${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let dir = std::env::var(CREDENTIALS_DIRECTORY).map_err(|_| {
+                format!("`{path}` uses {CREDENTIALS_DIRECTORY}, which is not set (it is set by systemd's LoadCredential=)")
+            })?;
+            return Ok(PathBuf::from(format!("{dir}{rest}")));
+        }
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o077 != 0).unwrap_or(false)
+}
+
+/// Parses `+08:00`, `-05:30`, `+0800`, `UTC` or `Z`.
+pub fn parse_offset(text: &str) -> Option<time::UtcOffset> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("utc") || text == "Z" {
+        return Some(time::UtcOffset::UTC);
+    }
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1i8, &text[1..]),
+        b'-' => (-1i8, &text[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let hours: i8 = digits[..2].parse().ok()?;
+    let minutes: i8 = digits[2..].parse().ok()?;
+    time::UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()
+}
+
+/// Checks a DNS name for a certificate: LDH labels, optional leading `*.` wildcard.
+fn check_domain(name: &str) -> Result<(), &'static str> {
+    let rest = name.strip_prefix("*.").unwrap_or(name);
+    if rest.is_empty() || rest.len() > 253 {
+        return Err("is not a domain name");
+    }
+    if !rest.contains('.') {
+        return Err("must be a fully qualified name like mqtt.example.com");
+    }
+    for label in rest.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("has an empty or over-long label");
+        }
+        if label == "*" {
+            return Err("may only have a wildcard as its leftmost label (`*.example.com`)");
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || label.starts_with('-') || label.ends_with('-') {
+            return Err("has characters other than letters, digits and inner hyphens");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn base(extra: &str) -> String {
+        format!(
+            r#"state_dir = "/tmp/x"
+[acme]
+directory = "letsencrypt-staging"
+[dns.primary]
+provider = "rfc2136"
+server = "127.0.0.1:53"
+tsig_key = "k"
+tsig_secret = "c2VjcmV0"
+[emqx.prod]
+url = "https://api.example/api/v1/"
+key = "app"
+secret = "s3cret"
+{extra}"#
+        )
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("c.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_resolves_defaults_and_references() {
+        let c = parse(&base("[[deployment]]\nid = \"ge6a1a75\"\ndomains = [\"MQTT.example.com.\"]\n")).unwrap();
+        let d = &c.deployments[0];
+        assert_eq!(d.domains, ["mqtt.example.com"]);
+        assert_eq!((d.emqx.as_str(), d.dns.as_str()), ("prod", "primary"));
+        assert_eq!(c.emqx["prod"].url, "https://api.example/api/v1");
+        assert_eq!(c.dns["primary"].tsig_key, "k.");
+        assert_eq!(c.acme.directory, LETSENCRYPT_STAGING);
+        assert_eq!(c.acme.key_format, KeyFormat::Traditional);
+    }
+
+    #[test]
+    fn unknown_key_reports_line_and_column() {
+        let e = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\nfoo = 1\n")).unwrap_err();
+        assert_eq!(e.position, Some((16, 1)), "{e}");
+        assert!(e.to_string().contains("unknown field `foo`"), "{e}");
+    }
+
+    #[test]
+    fn two_way_without_client_ca_is_rejected() {
+        let e = parse(&base(
+            "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\ntls_type = \"two-way\"\n",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("client_ca_file"), "{e}");
+    }
+
+    #[test]
+    fn bad_domains_and_references_are_named() {
+        let e = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.*.example.com\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("wildcard"), "{e}");
+        let e = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\nemqx = \"nope\"\n")).unwrap_err();
+        assert!(e.to_string().contains("names no [emqx.nope]"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(16));
+    }
+
+    #[test]
+    fn secrets_need_exactly_one_source_and_never_print() {
+        let text = base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n")
+            .replace("secret = \"s3cret\"", "secret = \"s3cret\"\nsecret_env = \"X\"");
+        assert!(parse(&text).unwrap_err().to_string().contains("exactly one"));
+        let c = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n")).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret") && !debug.contains("c2VjcmV0"), "{debug}");
+    }
+
+    #[test]
+    fn secret_file_and_inline_warning() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "from-file").unwrap();
+        let text = base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n").replace(
+            "secret = \"s3cret\"",
+            &format!("secret_file = \"{}\"", f.path().display()),
+        );
+        let c = parse(&text).unwrap();
+        use secrecy::ExposeSecret as _;
+        assert_eq!(c.emqx["prod"].secret.expose_secret(), "from-file");
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_offset("+08:00"), time::UtcOffset::from_hms(8, 0, 0).ok());
+        assert_eq!(parse_offset("-0530"), time::UtcOffset::from_hms(-5, -30, 0).ok());
+        assert_eq!(parse_offset("UTC"), Some(time::UtcOffset::UTC));
+        assert_eq!(parse_offset("8"), None);
+    }
+}

@@ -1,0 +1,8 @@
+//! The `certkeeper` command: parses arguments, sets up logging, calls the library, and maps the result to
+//! an exit code. Nothing else lives here.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

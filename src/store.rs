@@ -1,0 +1,376 @@
+//! The state directory: ACME account credentials, one record per deployment, issued bundles awaiting a
+//! push, the request budget, and the single-instance lock.
+//!
+//! Every file is written atomically (temp file in the same directory, fsync, rename, fsync of the
+//! directory) with mode 0600 inside a 0700 directory, so a crash leaves either the old or the new content
+//! and no other user can read keys. The layout is plain JSON and PEM so an operator can inspect it:
+//!
+//! ```text
+//! {state_dir}/lock                      single-instance lock (holds the PID of the holder)
+//! {state_dir}/account.json              ACME account credentials (secret)
+//! {state_dir}/budget.json               vendor API requests made per key (see budget.rs)
+//! {state_dir}/deployments/{id}.json     the deployment's record (step, last result, pushed certificate)
+//! {state_dir}/deployments/{id}.pem      issued bundle (key + chain) not yet active at the vendor (secret)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::certs::Bundle;
+
+/// A state-directory operation that failed, with the path involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing a file failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A state file exists but cannot be understood; it is left in place.
+    #[error("state file {} is corrupt ({detail}); move it aside to start that item afresh", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Parser detail.
+        detail: String,
+    },
+    /// The state directory is writable by others: refusing to keep keys there.
+    #[error("state directory {} is writable by group or others; run `chmod 700 {}`", path.display(), path.display())]
+    Insecure {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Another certkeeper holds the lock.
+    #[error("another certkeeper (pid {pid}) is working on {}; wait for it or stop it", path.display())]
+    Locked {
+        /// The state directory.
+        path: PathBuf,
+        /// The holder's PID as it wrote it, or "unknown".
+        pid: String,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a deployment is in the renewal pipeline; persisted before each next step starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// A certificate was issued and saved, and not yet accepted by the vendor.
+    Issued,
+    /// The vendor accepted the write; waiting for `running`.
+    Pushed,
+    /// The vendor reports the pushed certificate `running`.
+    Active,
+}
+
+/// What the agent knows about a certificate it pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// Serial number, hex.
+    pub serial: String,
+    /// Start of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Names it covers.
+    pub domains: Vec<String>,
+}
+
+/// Outcome of the last pass over a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// When the pass ended.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// True if and only if the deployment was left fine (renewed or not due).
+    pub ok: bool,
+    /// One line for `status`.
+    pub message: String,
+}
+
+/// Everything persisted about one deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Pipeline step of the certificate in flight, if any.
+    pub step: Option<Step>,
+    /// The certificate in flight (step `Issued`/`Pushed`) or last made active.
+    pub cert: Option<CertRecord>,
+    /// Whether the in-flight push was a `POST` (no certificate before).
+    #[serde(default)]
+    pub create: bool,
+    /// Last expiry the vendor reported (or of the certificate made active).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expire: Option<OffsetDateTime>,
+    /// TLS type last reported by the vendor.
+    pub tls_type: Option<String>,
+    /// Last pass outcome.
+    pub last: Option<Outcome>,
+}
+
+/// The state directory. Cheap to clone; holds no open files.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// The held single-instance lock; released when dropped (and by the kernel if the process dies).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+impl Store {
+    /// Opens (creating as 0700) the state directory.
+    ///
+    /// # Errors
+    /// I/O errors, or [`StoreError::Insecure`] when others can write to it.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("cannot create state directory", dir))?;
+        let meta = fs::metadata(dir).map_err(io_err("cannot read state directory", dir))?;
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(StoreError::Insecure { path: dir.to_path_buf() });
+        }
+        let deployments = dir.join("deployments");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&deployments)
+            .map_err(io_err("cannot create", &deployments))?;
+        Ok(Store { dir: dir.to_path_buf() })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the exclusive lock without waiting.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] naming the holder's PID when another process holds it.
+    pub fn try_lock(&self) -> Result<StoreLock, StoreError> {
+        let path = self.dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("cannot open lock file", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(StoreError::Locked {
+                    path: self.dir.clone(),
+                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &path)(e)),
+        }
+        file.set_len(0).map_err(io_err("cannot write", &path))?;
+        write!(file, "{}", std::process::id()).map_err(io_err("cannot write", &path))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Reads a JSON state file; `None` if it does not exist.
+    ///
+    /// # Errors
+    /// I/O errors and [`StoreError::Corrupt`].
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        let path = self.dir.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
+                path,
+                detail: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("cannot read", &path)(e)),
+        }
+    }
+
+    /// Writes a JSON state file atomically (0600).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        // Serializing plain data structs cannot fail.
+        let bytes = serde_json::to_vec_pretty(value).expect("state types serialize");
+        self.write_atomic(name, &bytes)
+    }
+
+    /// Replaces `name` (relative to the state dir) with `bytes`: temp file, fsync, rename, fsync dir.
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.dir.join(name);
+        let parent = path.parent().unwrap_or(&self.dir).to_path_buf();
+        // tempfile creates files 0600.
+        let mut tmp = tempfile::NamedTempFile::new_in(&parent).map_err(io_err("cannot create a file in", &parent))?;
+        tmp.write_all(bytes).map_err(io_err("cannot write", &path))?;
+        tmp.as_file().sync_all().map_err(io_err("cannot sync", &path))?;
+        tmp.persist(&path).map_err(|e| io_err("cannot replace", &path)(e.error))?;
+        File::open(&parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("cannot sync", &parent))?;
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.dir.join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("cannot remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The record of deployment `id` (default when none yet).
+    ///
+    /// # Errors
+    /// I/O errors and [`StoreError::Corrupt`].
+    pub fn record(&self, id: &str) -> Result<Record, StoreError> {
+        Ok(self.read_json(&format!("deployments/{id}.json"))?.unwrap_or_default())
+    }
+
+    /// Saves the record of deployment `id`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError> {
+        self.write_json(&format!("deployments/{id}.json"), record)
+    }
+
+    /// Saves an issued bundle (before anything is pushed).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
+        let text = format!("{}{}", bundle.key_pkcs8_pem.expose_secret(), bundle.chain_pem);
+        self.write_atomic(&format!("deployments/{id}.pem"), text.as_bytes())
+    }
+
+    /// Loads the saved bundle of deployment `id`, if any.
+    ///
+    /// # Errors
+    /// I/O errors and [`StoreError::Corrupt`] when the file lacks a key or a certificate.
+    pub fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
+        let path = self.dir.join(format!("deployments/{id}.pem"));
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("cannot read", &path)(e)),
+        };
+        let corrupt = |detail: &str| StoreError::Corrupt {
+            path: path.clone(),
+            detail: detail.into(),
+        };
+        const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+        const END: &str = "-----END PRIVATE KEY-----\n";
+        let start = text.find(BEGIN).ok_or_else(|| corrupt("no private key"))?;
+        let end = text[start..].find(END).ok_or_else(|| corrupt("truncated private key"))? + start + END.len();
+        let chain_pem = format!("{}{}", &text[..start], &text[end..]);
+        if !chain_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(corrupt("no certificate"));
+        }
+        Ok(Some(Bundle {
+            key_pkcs8_pem: SecretString::from(text[start..end].to_owned()),
+            chain_pem,
+        }))
+    }
+
+    /// Removes the bundle of deployment `id` once it is active at the vendor.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn remove_bundle(&self, id: &str) -> Result<(), StoreError> {
+        self.remove(&format!("deployments/{id}.pem"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirs_and_files_are_private_and_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let store = Store::open(&dir).unwrap();
+        let rec = Record {
+            step: Some(Step::Issued),
+            ..Record::default()
+        };
+        store.save_record("d1", &rec).unwrap();
+        assert_eq!(store.record("d1").unwrap(), rec);
+        assert_eq!(store.record("nope").unwrap(), Record::default());
+        let bundle = Bundle {
+            key_pkcs8_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_owned().into(),
+            chain_pem: "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n".into(),
+        };
+        store.save_bundle("d1", &bundle).unwrap();
+        let back = store.bundle("d1").unwrap().unwrap();
+        assert_eq!(back.chain_pem, bundle.chain_pem);
+        assert_eq!(back.key_pkcs8_pem.expose_secret(), bundle.key_pkcs8_pem.expose_secret());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("deployments")), 0o700);
+        assert_eq!(mode(&dir.join("deployments/d1.json")), 0o600);
+        assert_eq!(mode(&dir.join("deployments/d1.pem")), 0o600);
+        store.remove_bundle("d1").unwrap();
+        assert!(store.bundle("d1").unwrap().is_none());
+    }
+
+    #[test]
+    fn corrupt_record_is_reported_not_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        fs::write(tmp.path().join("deployments/x.json"), "{not json").unwrap();
+        let e = store.record("x").unwrap_err();
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        assert_eq!(fs::read_to_string(tmp.path().join("deployments/x.json")).unwrap(), "{not json");
+    }
+
+    #[test]
+    fn world_writable_state_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(Store::open(tmp.path()), Err(StoreError::Insecure { .. })));
+    }
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let _held = store.try_lock().unwrap();
+        match store.try_lock() {
+            Err(StoreError::Locked { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+    }
+}

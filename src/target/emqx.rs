@@ -1,0 +1,532 @@
+//! The EMQX Cloud / EMQX Platform TLS API: `GET|POST|PUT {url}/deployments/{id}/tls`.
+//!
+//! Everything the seed docs leave loose is tolerated and reported rather than guessed at: both `tlsType`
+//! and the older `tls_type`, `status` with stray whitespace (`' pending'`), `expire` as a zone-less
+//! `YYYY-MM-DD HH:MM:SS` (in the configured offset) or RFC 3339, and unknown fields. A 200 without an
+//! `expire` means the deployment has no certificate yet.
+//!
+//! Every request is charged to the key's [`Budget`] before it is sent. Transient failures (connection
+//! errors, timeouts, 5xx, 429 with a short `Retry-After`) are retried a bounded number of times; 401, 403,
+//! 404 and 422 never are, because they cannot heal and each write costs one of six an hour. DELETE is not
+//! implemented at all: it disconnects every TLS client of the deployment.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret as _;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::budget::{Budget, ChargeError, Kind, Limits};
+use crate::config::{EmqxConfig, TlsType};
+
+/// How many times one logical request is tried when failures are transient.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// First pause between attempts; doubled each time (plus jitter).
+pub const RETRY_BASE: Duration = Duration::from_millis(500);
+/// A `Retry-After` longer than this is not waited out inside a pass: the request is deferred instead.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Timeout of one HTTP exchange.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response body read; the documented bodies are a few dozen bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The deployment's certificate state as `GET` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsState {
+    /// `tlsType` as reported (`None` when absent).
+    pub tls_type: Option<String>,
+    /// Expiry of the certificate in use; `None` when there is none.
+    pub expire: Option<OffsetDateTime>,
+    /// `status`, trimmed.
+    pub status: Status,
+}
+
+/// `status` of the deployment's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Serving the certificate.
+    Running,
+    /// Being applied.
+    Pending,
+    /// No status field (no certificate).
+    Absent,
+    /// A value the docs do not list, kept verbatim.
+    Other(String),
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Running => f.write_str("running"),
+            Status::Pending => f.write_str("pending"),
+            Status::Absent => f.write_str("(none)"),
+            Status::Other(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// What failed talking to the EMQX API. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmqxError {
+    /// 401.
+    #[error("EMQX API rejected the credentials (401) — check [emqx.{account}] key/secret")]
+    Unauthorized {
+        /// Config section name.
+        account: String,
+    },
+    /// 403.
+    #[error("EMQX API key of [emqx.{account}] has no access to this deployment (403) — give the key access to its project")]
+    Forbidden {
+        /// Config section name.
+        account: String,
+    },
+    /// 404.
+    #[error("EMQX API does not know this deployment (404) — check the deployment id (the ID, not the name) and [emqx.{account}] url")]
+    NotFound {
+        /// Config section name.
+        account: String,
+    },
+    /// 422.
+    #[error("EMQX API refused the certificate (422: {message}) — not retried; fix the cause and run again")]
+    Rejected {
+        /// The vendor's message.
+        message: String,
+    },
+    /// Out of budget, or 429 with a long `Retry-After`.
+    #[error("{0}; deferred to a later pass")]
+    Budget(#[from] crate::budget::Exhausted),
+    /// The budget file could not be written.
+    #[error("cannot record the request in the state directory: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// 5xx or a transport failure that outlived the retries.
+    #[error("EMQX API unavailable after {attempts} attempts: {detail}")]
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// Last failure.
+        detail: String,
+    },
+    /// An answer that does not follow the docs.
+    #[error("EMQX API sent an unexpected answer ({detail}) — report it if it persists")]
+    BadResponse {
+        /// What was wrong.
+        detail: String,
+    },
+    /// `running` did not come in time.
+    #[error("certificate still {status} at the vendor after {waited:?} — check the deployment in the console; the next pass resumes waiting")]
+    WaitTimeout {
+        /// Last status seen.
+        status: Status,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+impl EmqxError {
+    /// Returns true if and only if the failure may heal on a later pass without operator action.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            EmqxError::Budget(_) | EmqxError::Unavailable { .. } | EmqxError::WaitTimeout { .. }
+        )
+    }
+}
+
+/// Body of `POST`/`PUT`.
+#[derive(Serialize)]
+pub struct Upload<'a> {
+    /// `one-way` or `two-way`.
+    #[serde(rename = "tlsType")]
+    pub tls_type: TlsType,
+    /// Leaf then chain, PEM.
+    pub cert: &'a str,
+    /// Private key PEM.
+    pub key: &'a str,
+    /// Client CA PEM, two-way only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<&'a str>,
+}
+
+impl fmt::Debug for Upload<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upload")
+            .field("tls_type", &self.tls_type)
+            .field("key", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client of one `[emqx.*]` account.
+pub struct EmqxClient {
+    http: reqwest::Client,
+    config: EmqxConfig,
+    budget: Arc<Budget>,
+}
+
+impl fmt::Debug for EmqxClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmqxClient")
+            .field("url", &self.config.url)
+            .field("key", &self.config.key)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+impl EmqxClient {
+    /// A client for `config`, charging `budget`.
+    pub fn new(http: reqwest::Client, config: EmqxConfig, budget: Arc<Budget>) -> Self {
+        EmqxClient { http, config, budget }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            reads: self.config.get_limit,
+            writes: self.config.write_limit,
+            window: self.config.rate_window,
+        }
+    }
+
+    /// Writes still affordable in the current window.
+    pub fn writes_left(&self) -> u32 {
+        self.budget
+            .remaining(&self.config.key, self.limits(), Kind::Write, OffsetDateTime::now_utc())
+    }
+
+    /// Reads still affordable in the current window.
+    pub fn reads_left(&self) -> u32 {
+        self.budget
+            .remaining(&self.config.key, self.limits(), Kind::Read, OffsetDateTime::now_utc())
+    }
+
+    /// `GET` the deployment's certificate state.
+    ///
+    /// # Errors
+    /// See [`EmqxError`].
+    pub async fn inspect(&self, id: &str) -> Result<TlsState, EmqxError> {
+        let body = self.call(Method::Get, id, None).await?;
+        self.parse_state(&body)
+    }
+
+    /// Pushes a certificate: `POST` when `create` (no certificate yet), else `PUT`.
+    ///
+    /// # Errors
+    /// See [`EmqxError`].
+    pub async fn deploy(&self, id: &str, create: bool, upload: &Upload<'_>) -> Result<TlsState, EmqxError> {
+        // Serializing a struct of strings cannot fail.
+        let json = serde_json::to_vec(upload).expect("upload serializes");
+        let method = if create { Method::Post } else { Method::Put };
+        let body = self.call(method, id, Some(json)).await?;
+        self.parse_state(&body)
+    }
+
+    /// Polls `GET` every `poll_interval` until `status` is `running`, for at most `wait_timeout`.
+    ///
+    /// # Errors
+    /// [`EmqxError::WaitTimeout`] with the last status, or any error of [`EmqxClient::inspect`].
+    pub async fn wait_active(&self, id: &str) -> Result<TlsState, EmqxError> {
+        let start = tokio::time::Instant::now();
+        let deadline = start + self.config.wait_timeout;
+        loop {
+            let state = match self.inspect(id).await {
+                // Out of GETs: sleep until the window has room again if that is before the deadline.
+                Err(EmqxError::Budget(e)) => {
+                    let wait = (e.until - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+                    let wait = Duration::try_from(wait).unwrap_or_default();
+                    if tokio::time::Instant::now() + wait > deadline {
+                        return Err(EmqxError::Budget(e));
+                    }
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                other => other?,
+            };
+            match &state.status {
+                Status::Running => return Ok(state),
+                Status::Other(s) => tracing::warn!(deployment = id, status = %s, "unknown certificate status; still waiting"),
+                _ => tracing::debug!(deployment = id, status = %state.status, "waiting for running"),
+            }
+            let now = tokio::time::Instant::now();
+            if now + self.config.poll_interval > deadline {
+                return Err(EmqxError::WaitTimeout {
+                    status: state.status,
+                    waited: now - start,
+                });
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    /// One logical request with bounded retries of transient failures; returns the 2xx body.
+    async fn call(&self, method: Method, id: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, EmqxError> {
+        let url = format!("{}/deployments/{id}/tls", self.config.url);
+        let (kind, name) = match method {
+            Method::Get => (Kind::Read, "GET"),
+            Method::Post => (Kind::Write, "POST"),
+            Method::Put => (Kind::Write, "PUT"),
+        };
+        let mut last = String::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            self.budget
+                .charge(&self.config.key, self.limits(), kind, OffsetDateTime::now_utc())
+                .map_err(|e| match e {
+                    ChargeError::Exhausted(x) => EmqxError::Budget(x),
+                    ChargeError::Store(s) => EmqxError::Store(s),
+                })?;
+            let mut req = match method {
+                Method::Get => self.http.get(&url),
+                Method::Post => self.http.post(&url),
+                Method::Put => self.http.put(&url),
+            }
+            .basic_auth(&self.config.key, Some(self.config.secret.expose_secret()))
+            .timeout(REQUEST_TIMEOUT)
+            .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(b) = &body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.clone());
+            }
+            tracing::debug!(method = name, %url, attempt, "EMQX API request");
+            let retry_in = match req.send().await {
+                Err(e) => {
+                    // reqwest errors carry the URL but never the auth header.
+                    last = format!("{name} {url}: {}", error_chain(&e));
+                    None
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = retry_after(&resp);
+                    let text = read_limited(resp).await;
+                    tracing::debug!(method = name, %url, status = status.as_u16(), "EMQX API answer");
+                    match status.as_u16() {
+                        200..=299 => return text.map_err(|detail| EmqxError::BadResponse { detail }),
+                        401 => return Err(EmqxError::Unauthorized { account: self.config.name.clone() }),
+                        403 => return Err(EmqxError::Forbidden { account: self.config.name.clone() }),
+                        404 => return Err(EmqxError::NotFound { account: self.config.name.clone() }),
+                        422 => {
+                            return Err(EmqxError::Rejected {
+                                message: vendor_message(&text.unwrap_or_default()),
+                            });
+                        }
+                        429 => {
+                            let wait = retry_after.unwrap_or(Duration::from_secs(60));
+                            let until = OffsetDateTime::now_utc() + wait;
+                            self.budget.block(&self.config.key, until)?;
+                            last = format!("{name} {url}: 429 Too Many Requests (Retry-After {}s)", wait.as_secs());
+                            if wait > MAX_RETRY_AFTER {
+                                return Err(EmqxError::Budget(crate::budget::Exhausted {
+                                    key: self.config.key.clone(),
+                                    until,
+                                    why: "the vendor answered 429",
+                                }));
+                            }
+                            Some(wait)
+                        }
+                        s if s >= 500 => {
+                            last = format!("{name} {url}: HTTP {s} ({})", vendor_message(&text.unwrap_or_default()));
+                            None
+                        }
+                        s => {
+                            return Err(EmqxError::BadResponse {
+                                detail: format!("{name} answered HTTP {s}: {}", vendor_message(&text.unwrap_or_default())),
+                            });
+                        }
+                    }
+                }
+            };
+            if attempt < MAX_ATTEMPTS {
+                let backoff = retry_in.unwrap_or_else(|| jittered(RETRY_BASE * 2u32.pow(attempt - 1)));
+                tracing::warn!(method = name, %url, attempt, "EMQX API request failed ({last}); retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+            }
+        }
+        Err(EmqxError::Unavailable {
+            attempts: MAX_ATTEMPTS,
+            detail: last,
+        })
+    }
+
+    fn parse_state(&self, body: &[u8]) -> Result<TlsState, EmqxError> {
+        parse_state(body, self.config.expire_offset).map_err(|detail| EmqxError::BadResponse { detail })
+    }
+}
+
+/// Parses a `GET`/write answer. Public for the fuzz and unit tests.
+///
+/// # Errors
+/// A description of what does not follow the docs.
+pub fn parse_state(body: &[u8], offset: time::UtcOffset) -> Result<TlsState, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let obj = value.as_object().ok_or("body is not a JSON object")?;
+    let field = |name: &str| -> Result<Option<&str>, String> {
+        match obj.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.trim())),
+            Some(other) => Err(format!("`{name}` is not a string: {other}")),
+        }
+    };
+    for key in obj.keys() {
+        if !matches!(key.as_str(), "tlsType" | "tls_type" | "expire" | "status") {
+            tracing::info!(field = %key, "EMQX API answered an undocumented field; ignored");
+        }
+    }
+    let tls_type = field("tlsType")?.or(field("tls_type")?).filter(|s| !s.is_empty()).map(str::to_owned);
+    let expire = match field("expire")?.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(parse_expire(s, offset).ok_or_else(|| format!("`expire` {s:?} is not a date"))?),
+    };
+    let status = match field("status")?.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") => Status::Absent,
+        Some("running") => Status::Running,
+        Some("pending") => Status::Pending,
+        Some(other) => Status::Other(other.to_owned()),
+    };
+    Ok(TlsState { tls_type, expire, status })
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in `offset`, or RFC 3339.
+pub fn parse_expire(text: &str, offset: time::UtcOffset) -> Option<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(t);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(text, &fmt).ok().map(|t| t.assume_offset(offset))
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let value = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate_parse(value)?;
+    Some(Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default())
+}
+
+/// RFC 9110 IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate_parse(value: &str) -> Option<OffsetDateTime> {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(value.trim(), &fmt).ok().map(|t| t.assume_utc())
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > MAX_BODY {
+                    return Err(format!("response body larger than {MAX_BODY} bytes"));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(format!("reading the body failed: {}", error_chain(&e))),
+        }
+    }
+}
+
+/// The vendor's error message from a body, cut to one short line.
+fn vendor_message(body: &[u8]) -> String {
+    let text = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        "no message".into()
+    } else if line.chars().count() > 200 {
+        format!("{}…", line.chars().take(200).collect::<String>())
+    } else {
+        line
+    }
+}
+
+/// `err: cause: cause` on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.75..1.25))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{datetime, offset};
+
+    #[test]
+    fn documented_answer_parses() {
+        let s = parse_state(br#"{"expire":"2034-05-22 02:43:21","status":"running","tlsType":"one-way"}"#, offset!(UTC))
+            .unwrap();
+        assert_eq!(s.expire, Some(datetime!(2034-05-22 02:43:21 UTC)));
+        assert_eq!(s.status, Status::Running);
+        assert_eq!(s.tls_type.as_deref(), Some("one-way"));
+    }
+
+    #[test]
+    fn old_dialect_and_zone_offset() {
+        let s = parse_state(
+            br#"{"expire":"2034-05-22 10:43:21","status":" pending","tls_type":"two-way","extra":1}"#,
+            offset!(+8),
+        )
+        .unwrap();
+        assert_eq!(s.expire, Some(datetime!(2034-05-22 02:43:21 UTC)));
+        assert_eq!(s.status, Status::Pending);
+        assert_eq!(s.tls_type.as_deref(), Some("two-way"));
+    }
+
+    #[test]
+    fn no_certificate_and_rfc3339_and_unknown_status() {
+        assert_eq!(parse_state(b"{}", offset!(UTC)).unwrap().expire, None);
+        let s = parse_state(br#"{"expire":"2034-05-22T02:43:21Z","status":"failed"}"#, offset!(UTC)).unwrap();
+        assert_eq!(s.expire, Some(datetime!(2034-05-22 02:43:21 UTC)));
+        assert_eq!(s.status, Status::Other("failed".into()));
+    }
+
+    #[test]
+    fn malformed_answers_are_errors_not_panics() {
+        for body in [&b"not json"[..], b"[]", br#"{"expire": 5}"#, br#"{"expire":"tomorrow"}"#, b"\xff\xfe"] {
+            assert!(parse_state(body, offset!(UTC)).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn upload_debug_hides_the_key() {
+        let u = Upload {
+            tls_type: TlsType::OneWay,
+            cert: "C",
+            key: "-----BEGIN EC PRIVATE KEY-----secret",
+            cacert: None,
+        };
+        assert!(!format!("{u:?}").contains("secret"));
+        let json = serde_json::to_string(&u).unwrap();
+        assert!(json.contains(r#""tlsType":"one-way""#) && !json.contains("cacert"), "{json}");
+    }
+
+    #[test]
+    fn http_dates_parse() {
+        assert_eq!(httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"), Some(datetime!(1994-11-06 08:49:37 UTC)));
+    }
+}
