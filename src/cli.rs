@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use certkeeper::config::{Config, DEFAULT_CONFIG_PATH};
+use certkeeper::daemon;
+use certkeeper::notify::Notifier;
 use certkeeper::renew::{self, Agent};
+use certkeeper::shutdown::{self, Shutdown};
 use certkeeper::store::{Step, Store, StoreError};
 
 /// Every selected deployment is fine (renewed or not due).
@@ -46,7 +49,12 @@ enum Command {
         /// Only this deployment (repeatable); default: all configured
         #[arg(long = "deployment", value_name = "ID")]
         deployments: Vec<String>,
+        /// If another certkeeper holds the state lock, wait up to this long (e.g. "10m") instead of exiting 3
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        wait_lock: Option<std::time::Duration>,
     },
+    /// Run as a service: a renewal pass on every tick of [schedule] cron, until SIGTERM (SIGHUP reloads)
+    Run,
     /// Validate the config offline (no network) and print what would be managed
     Check,
     /// One line per deployment from local state: domains, last known expiry, last result
@@ -73,7 +81,12 @@ pub fn main() -> ExitCode {
     ExitCode::from(match args.command {
         Command::Check => check(&config),
         Command::Status => status(&config),
-        Command::Renew { now, deployments } => renew(config, now, &deployments, args.verbose),
+        Command::Renew {
+            now,
+            deployments,
+            wait_lock,
+        } => renew(config, now, &deployments, wait_lock, args.verbose),
+        Command::Run => run(path, config),
     })
 }
 
@@ -155,7 +168,46 @@ fn status(config: &Config) -> u8 {
     code
 }
 
-fn renew(config: Config, now: bool, only: &[String], verbose: bool) -> u8 {
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn run(path: PathBuf, config: Config) -> u8 {
+    let Some(runtime) = runtime() else { return EXIT_FAILED };
+    let notifier = Notifier::from_env();
+    match runtime.block_on(daemon::run(path, config, notifier)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// SIGTERM/SIGINT during a one-shot pass: stop at the next safe point (see `certkeeper::shutdown`).
+fn stop_on_signals() -> std::io::Result<Shutdown> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (trigger, stop) = shutdown::channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received: stopping at the next safe point");
+        trigger.stop();
+    });
+    Ok(stop)
+}
+
+fn renew(config: Config, now: bool, only: &[String], wait_lock: Option<std::time::Duration>, verbose: bool) -> u8 {
     if let Some(unknown) = only.iter().find(|id| !config.deployments.iter().any(|d| &d.id == *id)) {
         let known: Vec<&str> = config.deployments.iter().map(|d| d.id.as_str()).collect();
         eprintln!(
@@ -172,21 +224,27 @@ fn renew(config: Config, now: bool, only: &[String], verbose: bool) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let _lock = match store.try_lock() {
-        Ok(lock) => lock,
+    let Some(runtime) = runtime() else { return EXIT_FAILED };
+    let stop = match runtime.block_on(async { stop_on_signals() }) {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let lock = match wait_lock {
+        None => store.try_lock().map(Some),
+        Some(limit) => runtime.block_on(store.lock_waiting(Some(limit), &stop)),
+    };
+    let _lock = match lock {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return EXIT_OK,
         Err(e @ StoreError::Locked { .. }) => {
             eprintln!("error: {e}");
             return EXIT_LOCKED;
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
             return EXIT_FAILED;
         }
     };
@@ -197,7 +255,7 @@ fn renew(config: Config, now: bool, only: &[String], verbose: bool) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let reports = runtime.block_on(agent.pass(only, now));
+    let reports = runtime.block_on(agent.pass(only, now, &stop));
     let mut code = EXIT_OK;
     for report in reports {
         match report.result {

@@ -37,6 +37,10 @@ pub const DEFAULT_GET_LIMIT: u32 = 60;
 pub const DEFAULT_WRITE_LIMIT: u32 = 6;
 /// The vendor's rate-limit window.
 pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Default daemon schedule (`cron` crate syntax, with seconds): every six hours.
+pub const DEFAULT_CRON: &str = "0 0 */6 * * *";
+/// Default random delay added to each daemon tick.
+pub const DEFAULT_JITTER: Duration = Duration::from_secs(30 * 60);
 /// Environment variable systemd sets for `LoadCredential=`; `secret_file` paths may start with it.
 const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
@@ -81,8 +85,20 @@ pub struct Config {
     pub emqx: BTreeMap<String, EmqxConfig>,
     /// Managed deployments, in file order.
     pub deployments: Vec<Deployment>,
+    /// When the daemon runs a pass.
+    pub schedule: ScheduleConfig,
     /// Warnings worth showing the operator (e.g. inline secrets in a readable file).
     pub warnings: Vec<String>,
+}
+
+/// `[schedule]`: when `certkeeper run` starts a pass.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    /// The cron expression (with seconds), parsed.
+    pub cron: cron::Schedule,
+    /// Each tick waits a random delay in `[0, jitter)` so that many agents do not hit the CA and the vendor at
+    /// the same second.
+    pub jitter: Duration,
 }
 
 /// `[acme]`.
@@ -236,6 +252,14 @@ mod raw {
         pub emqx: BTreeMap<String, Spanned<Emqx>>,
         #[serde(default)]
         pub deployment: Vec<Spanned<Deployment>>,
+        pub schedule: Option<Schedule>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Schedule {
+        pub cron: Option<Spanned<String>>,
+        pub jitter: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -370,6 +394,26 @@ impl Loader<'_> {
                 format!("environment variable {} (from {what}_env) is not set or empty", var.get_ref()),
             )),
         }
+    }
+
+    fn schedule(&self, raw: Option<raw::Schedule>) -> Result<ScheduleConfig, ConfigError> {
+        let raw = raw.unwrap_or(raw::Schedule { cron: None, jitter: None });
+        let cron = match &raw.cron {
+            None => DEFAULT_CRON.parse().expect("the default cron expression parses"),
+            Some(text) => text.get_ref().parse::<cron::Schedule>().map_err(|e| {
+                self.err_at(
+                    text.span(),
+                    format!(
+                        "schedule.cron `{}` is not a cron expression ({e}); it has seconds first, e.g. \"{DEFAULT_CRON}\"",
+                        text.get_ref()
+                    ),
+                )
+            })?,
+        };
+        Ok(ScheduleConfig {
+            cron,
+            jitter: self.duration(&raw.jitter, DEFAULT_JITTER)?,
+        })
     }
 
     fn acme(&self, raw: Option<Spanned<raw::Acme>>) -> Result<AcmeConfig, ConfigError> {
@@ -632,6 +676,7 @@ impl Config {
             None => loader.err(e.message().to_owned()),
         })?;
         let acme = loader.acme(raw.acme)?;
+        let schedule = loader.schedule(raw.schedule)?;
         let mut dns = BTreeMap::new();
         for (name, section) in raw.dns {
             let parsed = loader.dns(&name, section)?;
@@ -669,6 +714,7 @@ impl Config {
             dns,
             emqx,
             deployments,
+            schedule,
             warnings,
         })
     }
@@ -681,8 +727,11 @@ fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 /// 1-based line and column (in characters) of a byte offset.
 fn line_column(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
-    let before = &source[..source.floor_char_boundary(offset)];
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
@@ -834,6 +883,20 @@ secret = "s3cret"
         let c = parse(&text).unwrap();
         use secrecy::ExposeSecret as _;
         assert_eq!(c.emqx["prod"].secret.expose_secret(), "from-file");
+    }
+
+    #[test]
+    fn schedule_defaults_and_errors() {
+        let c = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n")).unwrap();
+        assert_eq!(c.schedule.jitter, DEFAULT_JITTER);
+        let c = parse(&base(
+            "[schedule]\ncron = \"*/2 * * * * *\"\njitter = \"0s\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
+        ))
+        .unwrap();
+        assert!(c.schedule.jitter.is_zero());
+        let e = parse(&base("[schedule]\ncron = \"every day\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n"))
+            .unwrap_err();
+        assert_eq!(e.position, Some((14, 8)), "{e}");
     }
 
     #[test]

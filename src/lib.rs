@@ -18,14 +18,18 @@
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`target`]: the deployment targets (the EMQX TLS API).
 //! - [`renew`]: one pass over the deployments, resumable from the persisted step.
+//! - [`daemon`]: `certkeeper run`: cron ticks with jitter, signals, sd_notify ([`notify`], [`shutdown`]).
 #![warn(missing_docs)]
 
 pub mod acme;
 pub mod budget;
 pub mod certs;
 pub mod config;
+pub mod daemon;
+pub mod notify;
 pub mod plan;
 pub mod renew;
+pub mod shutdown;
 pub mod solver;
 pub mod store;
 pub mod target;

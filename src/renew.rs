@@ -19,6 +19,7 @@ use crate::budget::Budget;
 use crate::certs::{self, Bundle, CertError};
 use crate::config::{Config, Deployment, TlsType};
 use crate::plan::{self, Plan};
+use crate::shutdown::Shutdown;
 use crate::solver::Dns01Solver;
 use crate::solver::rfc2136::{Rfc2136Settings, Rfc2136Solver};
 use crate::store::{CertRecord, Outcome, Record, Step, Store, StoreError};
@@ -46,6 +47,9 @@ pub enum RenewError {
     /// The configuration does not fit what the vendor reports.
     #[error("{0}")]
     Config(String),
+    /// The process is stopping; everything done so far is persisted and the next pass resumes.
+    #[error("interrupted by shutdown before {0}; the next pass resumes from there")]
+    Interrupted(&'static str),
 }
 
 /// What a pass did with a deployment that ended well.
@@ -172,15 +176,20 @@ impl Agent {
     }
 
     /// Runs one pass over the deployments whose ids are in `only` (all when empty); `force` renews even
-    /// those not due. Returns one report per deployment, in config order.
-    pub async fn pass(&self, only: &[String], force: bool) -> Vec<Report> {
+    /// those not due. Returns one report per deployment handled, in config order; when `stop` fires,
+    /// deployments not yet started are left for the next pass and get no report.
+    pub async fn pass(&self, only: &[String], force: bool, stop: &Shutdown) -> Vec<Report> {
         let mut reports = Vec::new();
         for deployment in &self.config.deployments {
             if !only.is_empty() && !only.contains(&deployment.id) {
                 continue;
             }
+            if stop.is_stopping() {
+                tracing::info!("stopping: leaving the remaining deployments for the next pass");
+                break;
+            }
             let span = tracing::info_span!("deployment", id = %deployment.id);
-            let result = tracing::Instrument::instrument(self.one(deployment, force), span).await;
+            let result = tracing::Instrument::instrument(self.one(deployment, force, stop), span).await;
             let outcome = Outcome {
                 at: OffsetDateTime::now_utc(),
                 ok: result.is_ok(),
@@ -204,7 +213,7 @@ impl Agent {
         reports
     }
 
-    async fn one(&self, d: &Deployment, force: bool) -> Result<Done, RenewError> {
+    async fn one(&self, d: &Deployment, force: bool, stop: &Shutdown) -> Result<Done, RenewError> {
         let emqx = &self.emqx[&d.emqx];
         let mut record = self.store.record(&d.id)?;
 
@@ -212,7 +221,7 @@ impl Agent {
         match record.step {
             Some(Step::Pushed) => {
                 tracing::info!("resuming: waiting for the certificate pushed by an earlier pass");
-                return self.wait_and_record(d, emqx, &mut record).await;
+                return self.wait_and_record(d, emqx, &mut record, stop).await;
             }
             Some(Step::Issued) => {
                 if let Some(bundle) = self.store.bundle(&d.id)? {
@@ -220,7 +229,7 @@ impl Agent {
                         Ok(_) => {
                             tracing::info!("resuming: pushing the certificate issued by an earlier pass");
                             let tls_type = self.tls_type(d, record.tls_type.as_deref())?;
-                            return self.push(d, emqx, &mut record, &bundle, tls_type).await;
+                            return self.push(d, emqx, &mut record, &bundle, tls_type, stop).await;
                         }
                         Err(e) => tracing::warn!("the saved certificate is no longer usable ({e}); issuing a new one"),
                     }
@@ -254,6 +263,9 @@ impl Agent {
             })
             .into());
         }
+        if stop.is_stopping() {
+            return Err(RenewError::Interrupted("ordering a certificate"));
+        }
         tracing::info!(rule = %plan.rule, forced = force, "renewal due; ordering a certificate");
         let bundle = self.issue(d).await?;
         let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
@@ -267,7 +279,7 @@ impl Agent {
             domains: d.domains.clone(),
         });
         self.store.save_record(&d.id, &record)?;
-        self.push(d, emqx, &mut record, &bundle, tls_type).await
+        self.push(d, emqx, &mut record, &bundle, tls_type, stop).await
     }
 
     async fn issue(&self, d: &Deployment) -> Result<Bundle, RenewError> {
@@ -310,7 +322,11 @@ impl Agent {
         record: &mut Record,
         bundle: &Bundle,
         tls_type: TlsType,
+        stop: &Shutdown,
     ) -> Result<Done, RenewError> {
+        if stop.is_stopping() {
+            return Err(RenewError::Interrupted("pushing the issued certificate"));
+        }
         let key = certs::encode_key(&bundle.key_pkcs8_pem, self.config.acme.key_format)?;
         let cacert = match (tls_type, &d.client_ca_file) {
             (TlsType::TwoWay, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
@@ -328,11 +344,21 @@ impl Agent {
         emqx.deploy(&d.id, record.create, &upload).await?;
         record.step = Some(Step::Pushed);
         self.store.save_record(&d.id, record)?;
-        self.wait_and_record(d, emqx, record).await
+        self.wait_and_record(d, emqx, record, stop).await
     }
 
-    async fn wait_and_record(&self, d: &Deployment, emqx: &EmqxClient, record: &mut Record) -> Result<Done, RenewError> {
-        let state: TlsState = emqx.wait_active(&d.id).await?;
+    async fn wait_and_record(
+        &self,
+        d: &Deployment,
+        emqx: &EmqxClient,
+        record: &mut Record,
+        stop: &Shutdown,
+    ) -> Result<Done, RenewError> {
+        // Waiting only reads: it may be abandoned at any moment, the step `Pushed` is already saved.
+        let state: TlsState = tokio::select! {
+            state = emqx.wait_active(&d.id) => state?,
+            () = stop.wait() => return Err(RenewError::Interrupted("the vendor reported running")),
+        };
         let cert = record
             .cert
             .clone()

@@ -201,6 +201,42 @@ impl Store {
         Ok(StoreLock { _file: file })
     }
 
+    /// Takes the lock, waiting while another process holds it: at most `limit` (forever when `None`), and
+    /// no longer than until `stop` fires. Returns `None` only when `stop` fired first.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when `limit` passed; I/O errors.
+    pub async fn lock_waiting(
+        &self,
+        limit: Option<std::time::Duration>,
+        stop: &crate::shutdown::Shutdown,
+    ) -> Result<Option<StoreLock>, StoreError> {
+        // A blocking flock cannot be abandoned on SIGTERM; polling a few times a second costs nothing and
+        // happens only while another certkeeper is working.
+        const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let mut announced = false;
+        loop {
+            match self.try_lock() {
+                Ok(lock) => return Ok(Some(lock)),
+                Err(StoreError::Locked { pid, path }) => {
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        return Err(StoreError::Locked { pid, path });
+                    }
+                    if !announced {
+                        tracing::info!(pid = %pid, "another certkeeper holds the state lock; waiting for it");
+                        announced = true;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = stop.wait() => return Ok(None),
+            }
+        }
+    }
+
     /// Reads a JSON state file; `None` if it does not exist.
     ///
     /// # Errors

@@ -1,0 +1,225 @@
+//! `certkeeper run`: the long-running service. It sleeps until the next cron tick (plus a random jitter),
+//! runs one pass under the state lock, and sleeps again: no polling loop, no wake-up between ticks unless
+//! systemd's watchdog asks for one.
+//!
+//! Signals: SIGTERM/SIGINT stop new work, give the pass in flight [`STOP_GRACE`] to reach a safe point (an
+//! in-flight write and its state record finish; waiting for `running` is abandoned because the step is
+//! already saved), then exit 0. SIGHUP reloads the config; an invalid new config is reported and the old one
+//! stays in force. A reload requested during a pass takes effect after it.
+//!
+//! A failure of one deployment never stops the daemon: it is logged and the next tick tries again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::notify::Notifier;
+use crate::renew::{self, Agent, Report};
+use crate::shutdown::{self, Shutdown};
+use crate::store::Store;
+
+/// How long a pass in flight may take to reach a safe point after SIGTERM.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Why the daemon could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The state directory or the clients could not be set up.
+    #[error(transparent)]
+    Setup(#[from] renew::RenewError),
+}
+
+/// What the last pass achieved, for `STATUS=`.
+fn summarize(reports: &[Report]) -> String {
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.result.is_err())
+        .map(|r| r.id.as_str())
+        .collect();
+    if failed.is_empty() {
+        "ok".into()
+    } else {
+        format!("{} failed ({})", failed.len(), failed.join(", "))
+    }
+}
+
+fn next_tick(config: &Config) -> Option<(OffsetDateTime, Duration)> {
+    let now = chrono::Utc::now();
+    let next = config.schedule.cron.after(&now).next()?;
+    let until_tick = (next - now).to_std().unwrap_or_default();
+    let jitter = if config.schedule.jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        config.schedule.jitter.mul_f64(rand::random::<f64>())
+    };
+    let at = OffsetDateTime::now_utc() + until_tick + jitter;
+    Some((at, until_tick + jitter))
+}
+
+fn build(config: Config) -> Result<Agent, renew::RenewError> {
+    let store = Store::open(&config.state_dir)?;
+    Agent::new(config, store)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+///
+/// # Errors
+/// Only set-up failures; everything after start is logged and retried on the next tick.
+pub async fn run(config_path: PathBuf, config: Config, notifier: Notifier) -> Result<(), DaemonError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut agent = build(config)?;
+    let (trigger, stop) = shutdown::channel();
+
+    if let Some(every) = Notifier::watchdog_interval() {
+        // The watchdog is the one wake-up between ticks, and only when systemd asks for it.
+        let watchdog = Notifier::from_env();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            loop {
+                interval.tick().await;
+                watchdog.watchdog();
+            }
+        });
+    }
+
+    let mut last = "none yet".to_owned();
+    let mut ready_sent = false;
+    'ticks: loop {
+        let Some((at, sleep)) = next_tick(agent.config()) else {
+            tracing::error!("the cron schedule has no future tick; waiting for SIGHUP with a new one or SIGTERM");
+            notifier.status("schedule has no future tick");
+            tokio::select! {
+                _ = sigterm.recv() => break 'ticks,
+                _ = sigint.recv() => break 'ticks,
+                _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier); continue 'ticks; }
+            }
+        };
+        let status = format!(
+            "{} deployments, next pass {}, last: {last}",
+            agent.config().deployments.len(),
+            renew::day(at)
+        );
+        if ready_sent {
+            notifier.status(&status);
+        } else {
+            notifier.ready(&status);
+            ready_sent = true;
+        }
+        tracing::info!(next = %renew::day(at), "sleeping until the next pass");
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            _ = sigterm.recv() => break 'ticks,
+            _ = sigint.recv() => break 'ticks,
+            _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier); continue 'ticks; }
+        }
+
+        notifier.status(&format!("{} deployments, pass running", agent.config().deployments.len()));
+        let (reports, stopping, reload_pending) = {
+            let pass = one_pass(&agent, &stop);
+            tokio::pin!(pass);
+            let mut reload_pending = false;
+            loop {
+                tokio::select! {
+                    reports = &mut pass => break (reports, false, reload_pending),
+                    _ = sigterm.recv() => break (finish(&trigger, &notifier, pass.as_mut()).await, true, false),
+                    _ = sigint.recv() => break (finish(&trigger, &notifier, pass.as_mut()).await, true, false),
+                    _ = sighup.recv() => {
+                        tracing::info!("SIGHUP during a pass: reloading once it is done");
+                        reload_pending = true;
+                    }
+                }
+            }
+        };
+        if let Some(reports) = &reports {
+            for r in reports {
+                if let Err(e) = &r.result {
+                    tracing::error!(deployment = %r.id, "{e}");
+                }
+            }
+            last = summarize(reports);
+        }
+        if stopping {
+            return Ok(());
+        }
+        if reload_pending {
+            agent = reload(&config_path, agent, &notifier);
+        }
+    }
+    notifier.stopping();
+    tracing::info!("stopping");
+    Ok(())
+}
+
+/// Takes the lock (waiting for a manual pass to finish) and runs one pass; `None` if stopped while waiting.
+async fn one_pass(agent: &Agent, stop: &Shutdown) -> Option<Vec<Report>> {
+    let store = match Store::open(&agent.config().state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Some(Vec::new());
+        }
+    };
+    let _lock = match store.lock_waiting(None, stop).await {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Some(Vec::new());
+        }
+    };
+    Some(agent.pass(&[], false, stop).await)
+}
+
+/// After SIGTERM: tell the pass to stop, give it [`STOP_GRACE`] to reach a safe point.
+async fn finish(
+    trigger: &shutdown::Trigger,
+    notifier: &Notifier,
+    pass: std::pin::Pin<&mut impl std::future::Future<Output = Option<Vec<Report>>>>,
+) -> Option<Vec<Report>> {
+    tracing::info!("stopping: letting the pass in flight reach a safe point");
+    notifier.stopping();
+    trigger.stop();
+    match tokio::time::timeout(STOP_GRACE, pass).await {
+        Ok(reports) => reports,
+        Err(_) => {
+            tracing::warn!("the pass did not reach a safe point within {STOP_GRACE:?}; stopping anyway");
+            None
+        }
+    }
+}
+
+fn reload(path: &std::path::Path, old: Agent, notifier: &Notifier) -> Agent {
+    notifier.reloading();
+    let loaded = Config::load(path).map_err(|e| e.to_string()).and_then(|config| {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        build(config).map_err(|e| e.to_string())
+    });
+    let (agent, status) = match loaded {
+        Ok(agent) => {
+            tracing::info!(deployments = agent.config().deployments.len(), "configuration reloaded");
+            let status = format!("{} deployments, configuration reloaded", agent.config().deployments.len());
+            (agent, status)
+        }
+        Err(e) => {
+            tracing::error!("reload failed: {e}; keeping the previous configuration");
+            let status = format!(
+                "{} deployments, reload FAILED (previous configuration kept): {e}",
+                old.config().deployments.len()
+            );
+            (old, status)
+        }
+    };
+    notifier.ready(&status);
+    agent
+}
