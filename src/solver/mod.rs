@@ -1,0 +1,373 @@
+//! DNS-01 challenge solvers: put the challenge TXT record into DNS, and take it out again.
+//!
+//! This module owns the [`Dns01Solver`] contract (lego's Present/CleanUp shape), the error type shared by every
+//! provider, and one file per provider: [`rfc2136`] speaks RFC 2136 dynamic updates signed with TSIG, which covers
+//! BIND, Knot, PowerDNS and most self-hosted primaries.
+//!
+//! A solver only touches DNS. It knows nothing of ACME orders or of which names share a certificate: the renew
+//! pipeline computes the records (see [`challenge_fqdn`]), calls [`Dns01Solver::present`] for each before telling
+//! the CA to validate, and [`Dns01Solver::cleanup`] for each afterwards, whatever the outcome.
+//!
+//! `present` returns only once the zone's primary answers the new value, so the pipeline needs no fixed sleep
+//! before asking the CA to validate.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub mod rfc2136;
+
+pub use rfc2136::{Rfc2136Settings, Rfc2136Solver, TsigAlgorithm};
+
+/// The label RFC 8555 §8.4 puts in front of the validated name.
+const CHALLENGE_LABEL: &str = "_acme-challenge";
+
+/// One TXT record of a DNS-01 challenge.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TxtRecord {
+    /// The owner: `_acme-challenge.<name>.`, absolute (with the trailing dot).
+    pub fqdn: String,
+    /// The record's value: the base64url SHA-256 digest of the key authorization (RFC 8555 §8.4). Challenge
+    /// values are public once presented, so they may be logged.
+    pub value: String,
+}
+
+impl TxtRecord {
+    /// Returns the record that proves control of `domain` (`*.a.example.com` and `a.example.com` both give
+    /// owner `_acme-challenge.a.example.com.`).
+    pub fn for_domain(domain: &str, value: impl Into<String>) -> Self {
+        Self {
+            fqdn: challenge_fqdn(domain),
+            value: value.into(),
+        }
+    }
+}
+
+/// The future returned by [`Dns01Solver`] methods: boxed so the trait stays object-safe.
+pub type SolverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SolverError>> + Send + 'a>>;
+
+/// A way to publish and withdraw DNS-01 challenge records.
+///
+/// Object-safe, so the renew pipeline can hold a `Box<dyn Dns01Solver>` chosen by configuration.
+///
+/// Contract for implementations:
+/// - Several values may live at one owner at the same time: a certificate for `example.com` and
+///   `*.example.com` needs two values at `_acme-challenge.example.com.`. `present` adds, it never replaces.
+/// - `cleanup` removes exactly the given value and nothing else, and succeeds when the value is already gone,
+///   so the pipeline can call it after any failure (and again after a crash) without checking first.
+/// - Calls for different records may run concurrently on one solver.
+/// - No error or log line ever carries a credential.
+pub trait Dns01Solver: Send + Sync {
+    /// Adds `record` and returns only once the zone's authoritative server answers its value.
+    ///
+    /// # Errors
+    ///
+    /// When the update is rejected or cannot be sent, or when the value does not become visible within the
+    /// solver's propagation timeout ([`SolverError::PropagationTimeout`]).
+    fn present<'a>(&'a self, record: &'a TxtRecord) -> SolverFuture<'a>;
+
+    /// Removes exactly this record (this value only). Removing an absent record is `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// When the removal is rejected or cannot be sent.
+    fn cleanup<'a>(&'a self, record: &'a TxtRecord) -> SolverFuture<'a>;
+}
+
+/// Returns the absolute owner of the DNS-01 TXT record for `domain`.
+///
+/// A leading `*.` is dropped (a wildcard is validated at its base name, RFC 8555 §8.4), a trailing dot is
+/// accepted, and the result is lower-cased, so every spelling of one name gives one owner.
+///
+/// # Examples
+///
+/// ```
+/// use certkeeper::solver::challenge_fqdn;
+///
+/// assert_eq!(challenge_fqdn("*.a.example.com"), "_acme-challenge.a.example.com.");
+/// assert_eq!(challenge_fqdn("Example.COM."), "_acme-challenge.example.com.");
+/// ```
+pub fn challenge_fqdn(domain: &str) -> String {
+    let domain = domain.trim();
+    let domain = domain.strip_prefix("*.").unwrap_or(domain);
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    format!("{CHALLENGE_LABEL}.{}.", domain.to_ascii_lowercase())
+}
+
+/// Why a solver could not present or clean up a record.
+///
+/// Every message names the DNS server and, where there is one, the record owner, and says what to check next.
+/// None carries a TSIG secret or other credential.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SolverError {
+    /// The server could not be reached: name resolution failed, the connection was refused or reset, or no
+    /// answer came within the query timeout (after the retries an update gets).
+    #[error(
+        "DNS server {server} unreachable ({reason}) — is it running? check the DNS provider's `server` setting"
+    )]
+    Unreachable {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// What went wrong, e.g. `connection refused` or `no answer within 3s`.
+        reason: String,
+    },
+
+    /// The server refused the TSIG signature of an update (RCODE NOTAUTH with a TSIG error, RFC 8945 §5.2).
+    #[error(
+        "DNS server {server} rejected TSIG key `{key_name}` ({code}) for the update of TXT `{owner}` — {}",
+        code.hint()
+    )]
+    TsigRejected {
+        /// The server as configured.
+        server: String,
+        /// The TSIG key name that signed the update.
+        key_name: String,
+        /// The record owner the update was for.
+        owner: String,
+        /// The TSIG error the server returned.
+        code: TsigErrorCode,
+    },
+
+    /// The server refused the update (RCODE REFUSED): typically its update policy does not cover this key,
+    /// owner or record type.
+    #[error(
+        "DNS server {server} refused the update of TXT `{owner}` — check that the server's ACL allows key `{key_name}` to update TXT records there"
+    )]
+    Refused {
+        /// The server as configured.
+        server: String,
+        /// The record owner the update was for.
+        owner: String,
+        /// The TSIG key name that signed the update.
+        key_name: String,
+    },
+
+    /// The server is not authoritative for the zone named in the update (RCODE NOTAUTH without a TSIG error).
+    #[error(
+        "DNS server {server} is not authoritative for zone `{zone}` (NOTAUTH) — check the DNS provider's `zone` setting, or point `server` at the zone's primary"
+    )]
+    NotAuthoritative {
+        /// The server as configured.
+        server: String,
+        /// The zone named in the update.
+        zone: String,
+    },
+
+    /// The owner is not inside the zone (RCODE NOTZONE, or found out before sending).
+    #[error(
+        "TXT `{owner}` is not inside zone `{zone}` (server {server}) — fix the DNS provider's `zone` setting, or leave it out to have the zone discovered"
+    )]
+    NotZone {
+        /// The server as configured.
+        server: String,
+        /// The record owner.
+        owner: String,
+        /// The zone the update named.
+        zone: String,
+    },
+
+    /// Any other failure RCODE for an update (SERVFAIL, FORMERR, NOTIMP, ...).
+    #[error(
+        "DNS server {server} failed the update of TXT `{owner}` in zone `{zone}` ({rcode}) — check the server's log"
+    )]
+    UpdateFailed {
+        /// The server as configured.
+        server: String,
+        /// The record owner the update was for.
+        owner: String,
+        /// The zone the update named.
+        zone: String,
+        /// The RCODE mnemonic, e.g. `SERVFAIL`.
+        rcode: String,
+    },
+
+    /// The server claimed success, but the answer did not carry a valid TSIG signature for our key. The
+    /// change may or may not have happened; the answer cannot be trusted.
+    #[error(
+        "the answer of DNS server {server} to the update of TXT `{owner}` is not authenticated ({reason}) — check that the server signs answers with key `{key_name}`, and that nothing between us rewrites DNS"
+    )]
+    Unauthenticated {
+        /// The server as configured.
+        server: String,
+        /// The record owner the update was for.
+        owner: String,
+        /// The TSIG key name that signed the update.
+        key_name: String,
+        /// Why verification failed.
+        reason: String,
+    },
+
+    /// Zone discovery found no SOA for the owner or any of its parents on the server.
+    #[error(
+        "DNS server {server} serves no zone containing `{owner}` (no SOA at the owner or any parent) — set the DNS provider's `zone`, or point `server` at the zone's primary"
+    )]
+    ZoneNotFound {
+        /// The server as configured.
+        server: String,
+        /// The record owner.
+        owner: String,
+    },
+
+    /// The update succeeded, but the server did not answer the value within the propagation timeout.
+    #[error(
+        "DNS server {server} did not answer TXT `{owner}` with the challenge value within {waited:?} (last look: {last}) — check the server's log, or raise the propagation timeout"
+    )]
+    PropagationTimeout {
+        /// The server as configured.
+        server: String,
+        /// The record owner.
+        owner: String,
+        /// How long the solver waited.
+        waited: Duration,
+        /// What the last query returned, e.g. `NOERROR with 1 other value`.
+        last: String,
+    },
+
+    /// A name in the record or in the settings is not a valid DNS name.
+    #[error("`{name}` is not a valid DNS name ({reason}) — check the {what}")]
+    InvalidName {
+        /// The offending text.
+        name: String,
+        /// What the name was meant to be, e.g. `TSIG key name`.
+        what: &'static str,
+        /// The parser's complaint.
+        reason: String,
+    },
+
+    /// The DNS message for a record could not be built (a bug, or a value far longer than any challenge).
+    #[error(
+        "cannot encode the DNS message for TXT `{owner}` ({reason}) — this is a bug; please report it"
+    )]
+    Encode {
+        /// The record owner.
+        owner: String,
+        /// The encoder's complaint.
+        reason: String,
+    },
+
+    /// The server sent something that is not a valid answer to our message.
+    #[error(
+        "DNS server {server} sent a malformed answer ({reason}) — is `server` really a DNS server?"
+    )]
+    Protocol {
+        /// The server as configured.
+        server: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+}
+
+impl SolverError {
+    /// Returns true if and only if trying again later may succeed without changing configuration
+    /// (the server was unreachable or slow), as opposed to a rejection that will repeat until someone acts.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::PropagationTimeout { .. }
+        )
+    }
+}
+
+/// The TSIG error a server returned for a signed message (RFC 8945 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TsigErrorCode {
+    /// BADKEY (17): the server does not know the key name or algorithm. Knot also answers BADKEY when its
+    /// ACL does not allow the key the update (owner or type outside the rule).
+    BadKey,
+    /// BADSIG (16): the MAC does not verify: the secrets differ.
+    BadSig,
+    /// BADTIME (18): the signing time is outside the server's fudge window: the clocks differ.
+    BadTime,
+    /// BADTRUNC (22): the server refused a truncated MAC.
+    BadTrunc,
+    /// Any other TSIG error code.
+    Other(u16),
+}
+
+impl TsigErrorCode {
+    /// Returns what to check for this error.
+    fn hint(self) -> &'static str {
+        match self {
+            Self::BadKey => {
+                "check that tsig_key and tsig_algorithm match a key the server knows, and that the server's ACL \
+                 lets this key update TXT records at this owner (Knot reports an ACL denial as BADKEY)"
+            }
+            Self::BadSig => {
+                "the TSIG secret does not match the server's: check tsig_key, tsig_algorithm and the tsig secret"
+            }
+            Self::BadTime => {
+                "this host's clock and the server's differ by more than the 300 s fudge: check NTP on both"
+            }
+            Self::BadTrunc | Self::Other(_) => {
+                "check tsig_key, tsig_algorithm and the tsig secret match the server's key"
+            }
+        }
+    }
+}
+
+impl fmt::Display for TsigErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadKey => f.write_str("BADKEY"),
+            Self::BadSig => f.write_str("BADSIG"),
+            Self::BadTime => f.write_str("BADTIME"),
+            Self::BadTrunc => f.write_str("BADTRUNC"),
+            Self::Other(code) => write!(f, "TSIG error {code}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_fqdn_drops_wildcard_and_adds_trailing_dot() {
+        assert_eq!(
+            challenge_fqdn("*.a.example.com"),
+            "_acme-challenge.a.example.com."
+        );
+        assert_eq!(
+            challenge_fqdn("a.example.com"),
+            "_acme-challenge.a.example.com."
+        );
+        assert_eq!(
+            challenge_fqdn("a.example.com."),
+            "_acme-challenge.a.example.com."
+        );
+        assert_eq!(
+            challenge_fqdn(" Example.COM "),
+            "_acme-challenge.example.com."
+        );
+    }
+
+    #[test]
+    fn apex_and_wildcard_share_one_owner() {
+        let apex = TxtRecord::for_domain("example.com", "a");
+        let wildcard = TxtRecord::for_domain("*.example.com", "b");
+        assert_eq!(apex.fqdn, wildcard.fqdn);
+    }
+
+    #[test]
+    fn tsig_rejection_message_names_key_and_says_what_to_check() {
+        let err = SolverError::TsigRejected {
+            server: "127.0.0.1:15353".into(),
+            key_name: "acme-update.".into(),
+            owner: "_acme-challenge.example.test.".into(),
+            code: TsigErrorCode::BadSig,
+        };
+        let text = err.to_string();
+        assert!(text.contains("`acme-update.` (BADSIG)"), "{text}");
+        assert!(text.contains("tsig secret"), "{text}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn solver_is_object_safe() {
+        fn takes(_: Option<Box<dyn Dns01Solver>>) {}
+        takes(None);
+    }
+}
