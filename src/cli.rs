@@ -53,6 +53,15 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         wait_lock: Option<std::time::Duration>,
     },
+    /// Obtain a certificate for one deployment and write it to a file, without touching the vendor API
+    Issue {
+        /// The deployment whose domains, DNS solver and key settings are used
+        #[arg(long = "deployment", value_name = "ID")]
+        deployment: String,
+        /// Where to write the key (in key_format) and the chain, PEM, mode 0600; must not exist
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Run as a service: a renewal pass on every tick of [schedule] cron, until SIGTERM (SIGHUP reloads)
     Run,
     /// Validate the config offline (no network) and print what would be managed
@@ -87,6 +96,7 @@ pub fn main() -> ExitCode {
             wait_lock,
         } => renew(config, now, &deployments, wait_lock, args.verbose),
         Command::Run => run(path, config),
+        Command::Issue { deployment, out } => issue(config, &deployment, &out),
     })
 }
 
@@ -96,7 +106,11 @@ fn config_path(flag: Option<PathBuf>) -> PathBuf {
 }
 
 fn init_logging(verbose: bool) {
-    let default = if verbose { "certkeeper=debug,warn" } else { "certkeeper=info,warn" };
+    let default = if verbose {
+        "certkeeper=debug,warn"
+    } else {
+        "certkeeper=info,warn"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -123,7 +137,8 @@ fn check(config: &Config) -> u8 {
             emqx.url,
             dns.name,
             dns.server,
-            d.tls_type.map_or("as reported by EMQX".to_owned(), |t| t.to_string()),
+            d.tls_type
+                .map_or("as reported by EMQX".to_owned(), |t| t.to_string()),
         );
     }
     println!(
@@ -161,15 +176,27 @@ fn status(config: &Config) -> u8 {
         };
         let last = match &record.last {
             None => "never run".to_owned(),
-            Some(o) => format!("{} at {}: {}", if o.ok { "ok" } else { "FAILED" }, renew::day(o.at), o.message),
+            Some(o) => format!(
+                "{} at {}: {}",
+                if o.ok { "ok" } else { "FAILED" },
+                renew::day(o.at),
+                o.message
+            ),
         };
-        println!("{}  {}  expires {expiry}{step}  last: {last}", d.id, d.domains.join(","));
+        println!(
+            "{}  {}  expires {expiry}{step}  last: {last}",
+            d.id,
+            d.domains.join(",")
+        );
     }
     code
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -178,8 +205,85 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
+fn issue(config: Config, id: &str, out: &std::path::Path) -> u8 {
+    use secrecy::ExposeSecret as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if !config.deployments.iter().any(|d| d.id == id) {
+        eprintln!(
+            "error: --deployment {id} is not in {}",
+            config.path.display()
+        );
+        return EXIT_USAGE;
+    }
+    let key_format = config.acme.key_format;
+    let store = match Store::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    // Create the file first: a name that is taken is an error before any certificate is spent.
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot create {}: {e}", out.display());
+            return EXIT_USAGE;
+        }
+    };
+    let Some(runtime) = runtime() else {
+        return EXIT_FAILED;
+    };
+    let agent = match Agent::new(config, store) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let result = runtime
+        .block_on(agent.issue_only(id))
+        .and_then(|(bundle, info)| {
+            let key = certkeeper::certs::encode_key(&bundle.key_pkcs8_pem, key_format)?;
+            Ok((key, bundle, info))
+        });
+    match result {
+        Ok((key, bundle, info)) => {
+            if let Err(e) = file
+                .write_all(key.expose_secret().as_bytes())
+                .and_then(|()| file.write_all(bundle.chain_pem.as_bytes()))
+                .and_then(|()| file.sync_all())
+            {
+                eprintln!("error: cannot write {}: {e}", out.display());
+                return EXIT_FAILED;
+            }
+            println!(
+                "{id}: certificate {} for {} written to {}, expires {}",
+                info.serial,
+                info.dns_names.join(","),
+                out.display(),
+                renew::day(info.not_after)
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            eprintln!("{id}: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
 fn run(path: PathBuf, config: Config) -> u8 {
-    let Some(runtime) = runtime() else { return EXIT_FAILED };
+    let Some(runtime) = runtime() else {
+        return EXIT_FAILED;
+    };
     let notifier = Notifier::from_env();
     match runtime.block_on(daemon::run(path, config, notifier)) {
         Ok(()) => EXIT_OK,
@@ -207,8 +311,17 @@ fn stop_on_signals() -> std::io::Result<Shutdown> {
     Ok(stop)
 }
 
-fn renew(config: Config, now: bool, only: &[String], wait_lock: Option<std::time::Duration>, verbose: bool) -> u8 {
-    if let Some(unknown) = only.iter().find(|id| !config.deployments.iter().any(|d| &d.id == *id)) {
+fn renew(
+    config: Config,
+    now: bool,
+    only: &[String],
+    wait_lock: Option<std::time::Duration>,
+    verbose: bool,
+) -> u8 {
+    if let Some(unknown) = only
+        .iter()
+        .find(|id| !config.deployments.iter().any(|d| &d.id == *id))
+    {
         let known: Vec<&str> = config.deployments.iter().map(|d| d.id.as_str()).collect();
         eprintln!(
             "error: --deployment {unknown} is not in {} (configured: {})",
@@ -224,7 +337,9 @@ fn renew(config: Config, now: bool, only: &[String], wait_lock: Option<std::time
             return EXIT_FAILED;
         }
     };
-    let Some(runtime) = runtime() else { return EXIT_FAILED };
+    let Some(runtime) = runtime() else {
+        return EXIT_FAILED;
+    };
     let stop = match runtime.block_on(async { stop_on_signals() }) {
         Ok(stop) => stop,
         Err(e) => {

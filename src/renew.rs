@@ -75,7 +75,11 @@ impl fmt::Display for Done {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Done::Renewed { expires, serial } => {
-                write!(f, "renewed: certificate {serial} is running, expires {}", day(*expires))
+                write!(
+                    f,
+                    "renewed: certificate {serial} is running, expires {}",
+                    day(*expires)
+                )
             }
             Done::NotDue { expires, plan } => write!(
                 f,
@@ -143,7 +147,12 @@ impl Agent {
         let emqx = config
             .emqx
             .iter()
-            .map(|(name, c)| (name.clone(), EmqxClient::new(http.clone(), c.clone(), budget.clone())))
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    EmqxClient::new(http.clone(), c.clone(), budget.clone()),
+                )
+            })
             .collect();
         let solvers = config
             .dns
@@ -189,7 +198,8 @@ impl Agent {
                 break;
             }
             let span = tracing::info_span!("deployment", id = %deployment.id);
-            let result = tracing::Instrument::instrument(self.one(deployment, force, stop), span).await;
+            let result =
+                tracing::Instrument::instrument(self.one(deployment, force, stop), span).await;
             let outcome = Outcome {
                 at: OffsetDateTime::now_utc(),
                 ok: result.is_ok(),
@@ -227,11 +237,17 @@ impl Agent {
                 if let Some(bundle) = self.store.bundle(&d.id)? {
                     match certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc()) {
                         Ok(_) => {
-                            tracing::info!("resuming: pushing the certificate issued by an earlier pass");
+                            tracing::info!(
+                                "resuming: pushing the certificate issued by an earlier pass"
+                            );
                             let tls_type = self.tls_type(d, record.tls_type.as_deref())?;
-                            return self.push(d, emqx, &mut record, &bundle, tls_type, stop).await;
+                            return self
+                                .push(d, emqx, &mut record, &bundle, tls_type, stop)
+                                .await;
                         }
-                        Err(e) => tracing::warn!("the saved certificate is no longer usable ({e}); issuing a new one"),
+                        Err(e) => tracing::warn!(
+                            "the saved certificate is no longer usable ({e}); issuing a new one"
+                        ),
                     }
                 }
                 record.step = None;
@@ -244,7 +260,10 @@ impl Agent {
         record.expire = state.expire;
         record.tls_type = state.tls_type.clone();
         self.store.save_record(&d.id, &record)?;
-        let pushed = record.cert.as_ref().filter(|_| record.step == Some(Step::Active));
+        let pushed = record
+            .cert
+            .as_ref()
+            .filter(|_| record.step == Some(Step::Active));
         let plan = plan::plan(state.expire, pushed, d.renew_before);
         let now = OffsetDateTime::now_utc();
         if !force && !plan.is_due(now) {
@@ -279,7 +298,25 @@ impl Agent {
             domains: d.domains.clone(),
         });
         self.store.save_record(&d.id, &record)?;
-        self.push(d, emqx, &mut record, &bundle, tls_type, stop).await
+        self.push(d, emqx, &mut record, &bundle, tls_type, stop)
+            .await
+    }
+
+    /// Issues and validates a certificate for deployment `id` exactly as a renewal would, without talking to
+    /// the vendor and without touching the deployment's record (`certkeeper issue`, benchmarks).
+    ///
+    /// # Errors
+    /// [`RenewError::Config`] for an unknown id; issuance and validation errors.
+    pub async fn issue_only(&self, id: &str) -> Result<(Bundle, certs::LeafInfo), RenewError> {
+        let d = self
+            .config
+            .deployments
+            .iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| RenewError::Config(format!("no deployment {id} is configured")))?;
+        let bundle = self.issue(d).await?;
+        let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
+        Ok((bundle, info))
     }
 
     async fn issue(&self, d: &Deployment) -> Result<Bundle, RenewError> {
@@ -288,7 +325,9 @@ impl Agent {
             .get_or_try_init(|| AcmeClient::connect(&self.config.acme, &self.store))
             .await?;
         let solver: &dyn Dns01Solver = &self.solvers[&d.dns];
-        Ok(acme.issue(&d.domains, self.config.acme.key_type, solver).await?)
+        Ok(acme
+            .issue(&d.domains, self.config.acme.key_type, solver)
+            .await?)
     }
 
     /// The TLS type to push: the configured one, else the one the vendor reports, else one-way.
@@ -330,7 +369,10 @@ impl Agent {
         let key = certs::encode_key(&bundle.key_pkcs8_pem, self.config.acme.key_format)?;
         let cacert = match (tls_type, &d.client_ca_file) {
             (TlsType::TwoWay, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
-                RenewError::Config(format!("cannot read client_ca_file {}: {e}", path.display()))
+                RenewError::Config(format!(
+                    "cannot read client_ca_file {}: {e}",
+                    path.display()
+                ))
             })?),
             _ => None,
         };
@@ -359,10 +401,9 @@ impl Agent {
             state = emqx.wait_active(&d.id) => state?,
             () = stop.wait() => return Err(RenewError::Interrupted("the vendor reported running")),
         };
-        let cert = record
-            .cert
-            .clone()
-            .ok_or_else(|| RenewError::Config("the record of the pushed certificate is missing".into()))?;
+        let cert = record.cert.clone().ok_or_else(|| {
+            RenewError::Config("the record of the pushed certificate is missing".into())
+        })?;
         if let Some(expire) = state.expire
             && (expire - cert.not_after).abs() > time::Duration::days(1)
         {
