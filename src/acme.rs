@@ -17,11 +17,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
-    HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
+    CertificateIdentifier, ChallengeType, ExternalAccountKey, HttpClient, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
 };
+use secrecy::ExposeSecret as _;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::certs::{self, Bundle};
 use crate::config::{AcmeConfig, KeyType};
@@ -51,7 +54,9 @@ pub enum AcmeError {
         detail: String,
     },
     /// DNS-01 validation failed for a name.
-    #[error("the CA could not validate {name} with DNS-01: {detail} — check that TXT records at {owner} are visible to the public")]
+    #[error(
+        "the CA could not validate {name} with DNS-01: {detail} — check that TXT records at {owner} are visible to the public"
+    )]
     Validation {
         /// The identifier.
         name: String,
@@ -93,13 +98,18 @@ impl fmt::Debug for AcmeClient {
 }
 
 impl AcmeClient {
-    /// Loads the account for `config.directory` from the store, or registers one and stores it (0600)
-    /// before using it.
+    /// Loads the account for `directory` (normally `config.directory`; the staging directory for a dry
+    /// run) from the store, or registers one — with External Account Binding when configured — and stores
+    /// it (0600) before using it.
     ///
     /// # Errors
     /// [`AcmeError::Ca`] when the CA cannot be reached or refuses; [`AcmeError::Store`].
-    pub async fn connect(config: &AcmeConfig, store: &Store) -> Result<AcmeClient, AcmeError> {
-        let directory = config.directory.clone();
+    pub async fn connect(
+        config: &AcmeConfig,
+        directory: &str,
+        store: &Store,
+    ) -> Result<AcmeClient, AcmeError> {
+        let directory = directory.to_owned();
         let ca_err = |action: &'static str| {
             let directory = directory.clone();
             move |e: instant_acme::Error| AcmeError::Ca {
@@ -108,18 +118,21 @@ impl AcmeClient {
                 detail: crate::target::emqx::error_chain(&e),
             }
         };
-        let http = AcmeHttp::new(config.trust_roots.as_deref()).map_err(|detail| AcmeError::Ca {
-            directory: directory.clone(),
-            action: "setting up HTTPS",
-            detail,
-        })?;
+        let http =
+            AcmeHttp::new(config.trust_roots.as_deref()).map_err(|detail| AcmeError::Ca {
+                directory: directory.clone(),
+                action: "setting up HTTPS",
+                detail,
+            })?;
         let mut accounts: Accounts = store.read_json(ACCOUNTS_FILE)?.unwrap_or_default();
         if let Some(creds) = accounts.accounts.get(&directory) {
             // AccountCredentials is not Clone; a JSON round trip copies it.
             let creds: AccountCredentials =
-                serde_json::from_value(serde_json::to_value(creds).map_err(|e| StoreError::Corrupt {
-                    path: store.dir().join(ACCOUNTS_FILE),
-                    detail: e.to_string(),
+                serde_json::from_value(serde_json::to_value(creds).map_err(|e| {
+                    StoreError::Corrupt {
+                        path: store.dir().join(ACCOUNTS_FILE),
+                        detail: e.to_string(),
+                    }
                 })?)
                 .map_err(|e| StoreError::Corrupt {
                     path: store.dir().join(ACCOUNTS_FILE),
@@ -133,6 +146,10 @@ impl AcmeClient {
             return Ok(AcmeClient { account, directory });
         }
         let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
+        let eab = config
+            .eab
+            .as_ref()
+            .map(|e| ExternalAccountKey::new(e.kid.clone(), e.hmac_key.expose_secret()));
         let (account, creds) = Account::builder_with_http(Box::new(http))
             .create(
                 &NewAccount {
@@ -141,7 +158,7 @@ impl AcmeClient {
                     only_return_existing: false,
                 },
                 directory.clone(),
-                None,
+                eab.as_ref(),
             )
             .await
             .map_err(ca_err("registering an account"))?;
@@ -151,8 +168,41 @@ impl AcmeClient {
         Ok(AcmeClient { account, directory })
     }
 
+    /// The profiles the CA lists in its directory.
+    pub fn profiles(&self) -> Vec<String> {
+        self.account.profiles().map(|p| p.name.to_owned()).collect()
+    }
+
+    /// Asks the CA for its suggested renewal window (ARI, RFC 9773) of the certificate `leaf_pem`.
+    /// Returns `None` when the CA does not offer ARI, else the window and when to ask again.
+    ///
+    /// # Errors
+    /// [`AcmeError::Ca`] when the CA fails to answer; [`AcmeError::Cert`] when the leaf lacks the
+    /// Authority Key Identifier ARI needs.
+    pub async fn renewal_window(
+        &self,
+        leaf_pem: &str,
+    ) -> Result<Option<(OffsetDateTime, OffsetDateTime, Duration)>, AcmeError> {
+        let id = cert_id(leaf_pem)?;
+        match self.account.renewal_info(&id).await {
+            Ok((info, retry)) => Ok(Some((
+                info.suggested_window.start,
+                info.suggested_window.end,
+                retry,
+            ))),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(AcmeError::Ca {
+                directory: self.directory.clone(),
+                action: "fetching the renewal window (ARI)",
+                detail: crate::target::emqx::error_chain(&e),
+            }),
+        }
+    }
+
     /// Obtains a certificate for `domains` with a fresh key of `key_type`, proving control with DNS-01
-    /// through `solver`. TXT records are removed afterwards whatever happened.
+    /// through `solver`, ordered with `profile` and, when given, as the replacement of the certificate
+    /// `replaces` (PEM; ARI CAs exempt such renewals from rate limits). If the CA rejects the order because of
+    /// `replaces`, it is ordered once more without it. TXT records are removed afterwards whatever happened.
     ///
     /// # Errors
     /// See [`AcmeError`].
@@ -161,9 +211,13 @@ impl AcmeClient {
         domains: &[String],
         key_type: KeyType,
         solver: &dyn Dns01Solver,
+        profile: Option<&str>,
+        replaces: Option<&str>,
     ) -> Result<Bundle, AcmeError> {
         let mut presented = Vec::new();
-        let result = self.order(domains, key_type, solver, &mut presented).await;
+        let result = self
+            .order(domains, key_type, solver, profile, replaces, &mut presented)
+            .await;
         for record in &presented {
             if let Err(e) = solver.cleanup(record).await {
                 tracing::warn!(owner = %record.fqdn, "could not remove the TXT record: {e}");
@@ -177,6 +231,8 @@ impl AcmeClient {
         domains: &[String],
         key_type: KeyType,
         solver: &dyn Dns01Solver,
+        profile: Option<&str>,
+        replaces: Option<&str>,
         presented: &mut Vec<TxtRecord>,
     ) -> Result<Bundle, AcmeError> {
         let ca_err = |action: &'static str| {
@@ -186,12 +242,43 @@ impl AcmeClient {
                 detail: crate::target::emqx::error_chain(&e),
             }
         };
-        let identifiers: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self
-            .account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(ca_err("creating the order"))?;
+        let identifiers: Vec<Identifier> =
+            domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        // NewOrder is not Clone: build it where needed.
+        let new_order = || match profile {
+            Some(profile) => NewOrder::new(&identifiers).profile(profile),
+            None => NewOrder::new(&identifiers),
+        };
+        let replaced = match replaces.map(cert_id).transpose() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot identify the certificate being replaced ({e}); ordering without `replaces`"
+                );
+                None
+            }
+        };
+        let mut order = match replaced {
+            Some(id) => match self.account.new_order(&new_order().replaces(id)).await {
+                Ok(order) => order,
+                // Already replaced, unknown to this CA, another account's: none of these heal; the order does.
+                Err(instant_acme::Error::Api(problem)) => {
+                    tracing::warn!(
+                        "the CA rejected `replaces` ({problem}); ordering once more without it"
+                    );
+                    self.account
+                        .new_order(&new_order())
+                        .await
+                        .map_err(ca_err("creating the order"))?
+                }
+                Err(e) => return Err(ca_err("creating the order")(e)),
+            },
+            None => self
+                .account
+                .new_order(&new_order())
+                .await
+                .map_err(ca_err("creating the order"))?,
+        };
         tracing::info!(order = order.url(), names = %domains.join(","), "ACME order created");
 
         let mut authorizations = order.authorizations();
@@ -208,17 +295,23 @@ impl AcmeClient {
                     });
                 }
             }
-            let mut challenge = authz.challenge(ChallengeType::Dns01).ok_or_else(|| AcmeError::Ca {
-                directory: self.directory.clone(),
-                action: "authorizing",
-                detail: "the CA offers no dns-01 challenge".into(),
-            })?;
+            let mut challenge =
+                authz
+                    .challenge(ChallengeType::Dns01)
+                    .ok_or_else(|| AcmeError::Ca {
+                        directory: self.directory.clone(),
+                        action: "authorizing",
+                        detail: "the CA offers no dns-01 challenge".into(),
+                    })?;
             let name = challenge.identifier().to_string();
             let record = TxtRecord::for_domain(&name, challenge.key_authorization().dns_value());
             tracing::debug!(owner = %record.fqdn, "publishing the DNS-01 record");
             presented.push(record.clone());
             solver.present(&record).await?;
-            challenge.set_ready().await.map_err(ca_err("answering a challenge"))?;
+            challenge
+                .set_ready()
+                .await
+                .map_err(ca_err("answering a challenge"))?;
         }
 
         let policy = RetryPolicy::new()
@@ -237,7 +330,10 @@ impl AcmeClient {
                         return Err(AcmeError::Validation {
                             owner: crate::solver::challenge_fqdn(&name),
                             name,
-                            detail: problem.detail.clone().unwrap_or_else(|| problem.to_string()),
+                            detail: problem
+                                .detail
+                                .clone()
+                                .unwrap_or_else(|| problem.to_string()),
                         });
                     }
                 }
@@ -254,7 +350,10 @@ impl AcmeClient {
 
         let key: SecretString = certs::generate_key(key_type)?;
         let csr = certs::csr_der(&key, domains)?;
-        order.finalize_csr(&csr).await.map_err(ca_err("finalizing the order"))?;
+        order
+            .finalize_csr(&csr)
+            .await
+            .map_err(ca_err("finalizing the order"))?;
         let chain_pem = order
             .poll_certificate(&policy)
             .await
@@ -267,6 +366,37 @@ impl AcmeClient {
     }
 }
 
+/// The ARI identifier of a leaf: base64url of its Authority Key Identifier and of its serial's bytes.
+fn cert_id(leaf_pem: &str) -> Result<CertificateIdentifier<'static>, AcmeError> {
+    use base64::Engine as _;
+    use x509_parser::prelude::{FromDer as _, ParsedExtension, X509Certificate};
+    let bad = |what: &str| {
+        AcmeError::Cert(certs::CertError::Invalid(format!(
+            "cannot identify the certificate for ARI: {what}"
+        )))
+    };
+    let der = certs::parse_pem_certs(leaf_pem.as_bytes())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| bad("no certificate"))?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|_| bad("unparsable"))?;
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .ok_or_else(|| bad("no Authority Key Identifier"))?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    Ok(CertificateIdentifier {
+        authority_key_identifier: b64.encode(aki).into(),
+        serial: b64.encode(cert.raw_serial()).into(),
+    })
+}
+
 /// instant-acme's HTTP through reqwest: system roots plus extra roots, and timeouts.
 struct AcmeHttp(reqwest::Client);
 
@@ -277,7 +407,8 @@ impl AcmeHttp {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = trust_roots {
-            let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             for der in certs::parse_pem_certs(&pem).map_err(|e| e.to_string())? {
                 let cert = reqwest::Certificate::from_der(&der).map_err(|e| e.to_string())?;
                 builder = builder.add_root_certificate(cert);
@@ -305,7 +436,9 @@ impl HttpClient for AcmeHttp {
                 .execute(req)
                 .await
                 .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
-            Ok(BytesResponse::from(http::Response::<reqwest::Body>::from(resp)))
+            Ok(BytesResponse::from(http::Response::<reqwest::Body>::from(
+                resp,
+            )))
         })
     }
 }

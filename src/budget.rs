@@ -82,7 +82,13 @@ impl Budget {
     /// # Errors
     /// [`ChargeError::Exhausted`] when the window is full or the key is blocked by a 429;
     /// [`ChargeError::Store`] when the charge cannot be persisted (the request must then not be sent).
-    pub fn charge(&self, key: &str, limits: Limits, kind: Kind, now: OffsetDateTime) -> Result<(), ChargeError> {
+    pub fn charge(
+        &self,
+        key: &str,
+        limits: Limits,
+        kind: Kind,
+        now: OffsetDateTime,
+    ) -> Result<(), ChargeError> {
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let usage = all.entry(key.to_owned()).or_default();
         let now_s = now.unix_timestamp();
@@ -115,7 +121,9 @@ impl Budget {
             }));
         }
         spent.push(now_s);
-        self.store.write_json(FILE, &*all).map_err(ChargeError::Store)
+        self.store
+            .write_json(FILE, &*all)
+            .map_err(ChargeError::Store)
     }
 
     /// Records a 429: no request of this key until `until`.
@@ -126,6 +134,41 @@ impl Budget {
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         all.entry(key.to_owned()).or_default().blocked_until = Some(until.unix_timestamp());
         self.store.write_json(FILE, &*all)
+    }
+
+    /// The earliest moment at or after `now` when a request of `kind` is affordable for `key`.
+    pub fn available_at(
+        &self,
+        key: &str,
+        limits: Limits,
+        kind: Kind,
+        now: OffsetDateTime,
+    ) -> OffsetDateTime {
+        let all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(usage) = all.get(key) else {
+            return now;
+        };
+        let now_s = now.unix_timestamp();
+        let window = limits.window.as_secs() as i64;
+        let (spent, limit) = match kind {
+            Kind::Read => (&usage.reads, limits.reads),
+            Kind::Write => (&usage.writes, limits.writes),
+        };
+        let mut inside: Vec<i64> = spent
+            .iter()
+            .copied()
+            .filter(|t| now_s - t < window)
+            .collect();
+        inside.sort_unstable();
+        let by_count = if inside.len() < limit as usize {
+            now_s
+        } else {
+            // The oldest requests must leave the window until one slot is free.
+            inside[inside.len() - limit as usize] + window
+        };
+        ts(by_count
+            .max(usage.blocked_until.unwrap_or(now_s))
+            .max(now_s))
     }
 
     /// Requests of `kind` still affordable for `key` at `now` (0 while blocked).
@@ -187,7 +230,9 @@ mod tests {
             b.charge("k", LIMITS, Kind::Read, t0).unwrap();
         }
         let err = b.charge("k", LIMITS, Kind::Read, t0).unwrap_err();
-        let ChargeError::Exhausted(e) = err else { panic!() };
+        let ChargeError::Exhausted(e) = err else {
+            panic!()
+        };
         assert_eq!(e.until.unix_timestamp(), t0.unix_timestamp() + 60);
         b.charge("k", LIMITS, Kind::Write, t0).unwrap();
         assert_eq!(b.remaining("k", LIMITS, Kind::Write, t0), 0);
@@ -195,7 +240,11 @@ mod tests {
         // A new process sees the same spending.
         let again = Budget::load(&store).unwrap();
         assert!(again.charge("k", LIMITS, Kind::Write, t0).is_err());
-        assert!(again.charge("k", LIMITS, Kind::Write, t0 + time::Duration::seconds(61)).is_ok());
+        assert!(
+            again
+                .charge("k", LIMITS, Kind::Write, t0 + time::Duration::seconds(61))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -207,6 +256,9 @@ mod tests {
         b.block("k", t0 + time::Duration::seconds(30)).unwrap();
         assert!(b.charge("k", LIMITS, Kind::Read, t0).is_err());
         assert_eq!(b.remaining("k", LIMITS, Kind::Read, t0), 0);
-        assert!(b.charge("k", LIMITS, Kind::Read, t0 + time::Duration::seconds(31)).is_ok());
+        assert!(
+            b.charge("k", LIMITS, Kind::Read, t0 + time::Duration::seconds(31))
+                .is_ok()
+        );
     }
 }

@@ -76,7 +76,9 @@ pub fn generate_key(key_type: KeyType) -> Result<SecretString, CertError> {
     let key = match key_type {
         KeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
         KeyType::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
-        KeyType::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
+        KeyType::Rsa2048 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        }
     }
     .map_err(|e| CertError::Key(format!("cannot generate a {key_type} key: {e}")))?;
     Ok(key.serialize_pem().into())
@@ -88,8 +90,8 @@ pub fn generate_key(key_type: KeyType) -> Result<SecretString, CertError> {
 /// [`CertError::Key`] for an unreadable key or a name rcgen refuses.
 pub fn csr_der(key_pkcs8_pem: &SecretString, domains: &[String]) -> Result<Vec<u8>, CertError> {
     let key = load_key(key_pkcs8_pem)?;
-    let mut params =
-        CertificateParams::new(domains.to_vec()).map_err(|e| CertError::Key(format!("cannot build the CSR: {e}")))?;
+    let mut params = CertificateParams::new(domains.to_vec())
+        .map_err(|e| CertError::Key(format!("cannot build the CSR: {e}")))?;
     // rcgen's default subject is "CN=rcgen self signed cert"; that must not reach the CA.
     params.distinguished_name = DistinguishedName::new();
     let csr = params
@@ -100,20 +102,29 @@ pub fn csr_der(key_pkcs8_pem: &SecretString, domains: &[String]) -> Result<Vec<u
 
 fn load_key(key_pkcs8_pem: &SecretString) -> Result<KeyPair, CertError> {
     // rcgen's own error text never includes key material.
-    KeyPair::from_pem(key_pkcs8_pem.expose_secret()).map_err(|e| CertError::Key(format!("unreadable key: {e}")))
+    KeyPair::from_pem(key_pkcs8_pem.expose_secret())
+        .map_err(|e| CertError::Key(format!("unreadable key: {e}")))
 }
 
 /// Re-encodes a PKCS#8 PEM key in `format` for the vendor.
 ///
 /// # Errors
 /// [`CertError::Key`] when the key is not a PKCS#8 EC or RSA key.
-pub fn encode_key(key_pkcs8_pem: &SecretString, format: KeyFormat) -> Result<SecretString, CertError> {
+pub fn encode_key(
+    key_pkcs8_pem: &SecretString,
+    format: KeyFormat,
+) -> Result<SecretString, CertError> {
     if format == KeyFormat::Pkcs8 {
         return Ok(key_pkcs8_pem.clone());
     }
     use pkcs8::der::{Decode as _, Encode as _, pem::LineEnding};
-    let bad = |what: &str| CertError::Key(format!("cannot re-encode the key as traditional PEM: {what}"));
-    let (_, der) = pkcs8::der::pem::decode_vec(key_pkcs8_pem.expose_secret().as_bytes()).map_err(|_| bad("not PEM"))?;
+    let bad = |what: &str| {
+        CertError::Key(format!(
+            "cannot re-encode the key as traditional PEM: {what}"
+        ))
+    };
+    let (_, der) = pkcs8::der::pem::decode_vec(key_pkcs8_pem.expose_secret().as_bytes())
+        .map_err(|_| bad("not PEM"))?;
     let info = pkcs8::PrivateKeyInfo::from_der(&der).map_err(|_| bad("not PKCS#8"))?;
     let (label, body) = match info.algorithm.oid {
         sec1::ALGORITHM_OID => {
@@ -123,15 +134,22 @@ pub fn encode_key(key_pkcs8_pem: &SecretString, format: KeyFormat) -> Result<Sec
                 .algorithm
                 .parameters_oid()
                 .map_err(|_| bad("EC key without a named curve"))?;
-            let mut ec = sec1::EcPrivateKey::from_der(info.private_key).map_err(|_| bad("malformed EC key"))?;
+            let mut ec = sec1::EcPrivateKey::from_der(info.private_key)
+                .map_err(|_| bad("malformed EC key"))?;
             ec.parameters = Some(sec1::EcParameters::NamedCurve(curve));
-            ("EC PRIVATE KEY", ec.to_der().map_err(|_| bad("cannot encode the EC key"))?)
+            (
+                "EC PRIVATE KEY",
+                ec.to_der().map_err(|_| bad("cannot encode the EC key"))?,
+            )
         }
         // rsaEncryption: the PKCS#8 payload already is the PKCS#1 RSAPrivateKey.
-        oid if oid.to_string() == "1.2.840.113549.1.1.1" => ("RSA PRIVATE KEY", info.private_key.to_vec()),
+        oid if oid.to_string() == "1.2.840.113549.1.1.1" => {
+            ("RSA PRIVATE KEY", info.private_key.to_vec())
+        }
         other => return Err(bad(&format!("unsupported key algorithm {other}"))),
     };
-    let pem = pkcs8::der::pem::encode_string(label, LineEnding::LF, &body).map_err(|_| bad("PEM encoding failed"))?;
+    let pem = pkcs8::der::pem::encode_string(label, LineEnding::LF, &body)
+        .map_err(|_| bad("PEM encoding failed"))?;
     Ok(pem.into())
 }
 
@@ -188,7 +206,11 @@ pub fn leaf_info(der: &[u8]) -> Result<LeafInfo, CertError> {
 ///
 /// # Errors
 /// [`CertError::Invalid`] naming the first check that failed.
-pub fn validate(bundle: &Bundle, domains: &[String], now: OffsetDateTime) -> Result<LeafInfo, CertError> {
+pub fn validate(
+    bundle: &Bundle,
+    domains: &[String],
+    now: OffsetDateTime,
+) -> Result<LeafInfo, CertError> {
     let ders = parse_pem_certs(bundle.chain_pem.as_bytes())?;
     let Some(leaf_der) = ders.first() else {
         return Err(CertError::Invalid("the bundle holds no certificate".into()));
@@ -200,11 +222,15 @@ pub fn validate(bundle: &Bundle, domains: &[String], now: OffsetDateTime) -> Res
         .collect();
     let leaf = &certs[0];
     if leaf.is_ca() {
-        return Err(CertError::Invalid("the first certificate is a CA, not the leaf: wrong order".into()));
+        return Err(CertError::Invalid(
+            "the first certificate is a CA, not the leaf: wrong order".into(),
+        ));
     }
     for (i, pair) in certs.windows(2).enumerate() {
         let (child, parent) = (&pair[0], &pair[1]);
-        if child.issuer() != parent.subject() || child.verify_signature(Some(parent.public_key())).is_err() {
+        if child.issuer() != parent.subject()
+            || child.verify_signature(Some(parent.public_key())).is_err()
+        {
             return Err(CertError::Invalid(format!(
                 "certificate {} of the chain is not signed by certificate {} (issuer `{}`, next subject `{}`)",
                 i + 1,
@@ -216,7 +242,9 @@ pub fn validate(bundle: &Bundle, domains: &[String], now: OffsetDateTime) -> Res
     }
     let key = load_key(&bundle.key_pkcs8_pem)?;
     if key.subject_public_key_info() != leaf.public_key().raw {
-        return Err(CertError::Invalid("the private key does not match the leaf certificate".into()));
+        return Err(CertError::Invalid(
+            "the private key does not match the leaf certificate".into(),
+        ));
     }
     check_key_type(leaf)?;
     let info = leaf_info(leaf_der)?;
@@ -262,7 +290,9 @@ fn check_key_type(leaf: &X509Certificate<'_>) -> Result<(), CertError> {
             "EMQX accepts RSA 1024/2048 only; the leaf has RSA {}",
             rsa.key_size()
         ))),
-        _ => Err(CertError::Invalid("EMQX accepts RSA or ECDSA leaves only".into())),
+        _ => Err(CertError::Invalid(
+            "EMQX accepts RSA or ECDSA leaves only".into(),
+        )),
     }
 }
 
@@ -279,7 +309,8 @@ mod tests {
         let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         let key_pem = generate_key(key_type).unwrap();
         let key = KeyPair::from_pem(key_pem.expose_secret()).unwrap();
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
         p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         p.not_after = OffsetDateTime::now_utc() + Duration::days(days);
         let leaf = p.signed_by(&key, &ca).unwrap();
@@ -295,15 +326,27 @@ mod tests {
 
     #[test]
     fn good_bundle_passes_and_reports_names() {
-        let b = bundle(&["a.example.com", "*.a.example.com"], KeyType::EcdsaP256, 90);
-        let info = validate(&b, &["a.example.com".into(), "*.a.example.com".into()], now()).unwrap();
+        let b = bundle(
+            &["a.example.com", "*.a.example.com"],
+            KeyType::EcdsaP256,
+            90,
+        );
+        let info = validate(
+            &b,
+            &["a.example.com".into(), "*.a.example.com".into()],
+            now(),
+        )
+        .unwrap();
         assert_eq!(info.dns_names, ["a.example.com", "*.a.example.com"]);
     }
 
     #[test]
     fn wrong_order_missing_name_and_foreign_key_fail() {
         let b = bundle(&["a.example.com"], KeyType::EcdsaP256, 90);
-        let certs: Vec<&str> = b.chain_pem.split_inclusive("-----END CERTIFICATE-----\n").collect();
+        let certs: Vec<&str> = b
+            .chain_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .collect();
         let reversed = Bundle {
             key_pkcs8_pem: b.key_pkcs8_pem.clone(),
             chain_pem: format!("{}{}", certs[1], certs[0]),
@@ -335,13 +378,20 @@ mod tests {
         ] {
             let key = generate_key(kt).unwrap();
             let trad = encode_key(&key, KeyFormat::Traditional).unwrap();
-            assert!(trad.expose_secret().starts_with(&format!("-----BEGIN {label}-----")), "{kt}");
+            assert!(
+                trad.expose_secret()
+                    .starts_with(&format!("-----BEGIN {label}-----")),
+                "{kt}"
+            );
             // rustls reads SEC 1 / PKCS#1 too: proves the encoding is well-formed with the curve included.
             use rustls_pki_types::{PrivateKeyDer, pem::PemObject as _};
             let der = PrivateKeyDer::from_pem_slice(trad.expose_secret().as_bytes()).unwrap();
             assert!(!matches!(der, PrivateKeyDer::Pkcs8(_)));
             let pk8 = encode_key(&key, KeyFormat::Pkcs8).unwrap();
-            assert!(pk8.expose_secret().starts_with("-----BEGIN PRIVATE KEY-----"));
+            assert!(
+                pk8.expose_secret()
+                    .starts_with("-----BEGIN PRIVATE KEY-----")
+            );
         }
         let b = bundle(&["a.example.com"], KeyType::Rsa2048, 90);
         assert!(validate(&b, &["a.example.com".into()], now()).is_ok());

@@ -52,6 +52,9 @@ enum Command {
         /// If another certkeeper holds the state lock, wait up to this long (e.g. "10m") instead of exiting 3
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         wait_lock: Option<std::time::Duration>,
+        /// Inspect and plan, issue against [acme] staging_directory when set, never write to the vendor API
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Obtain a certificate for one deployment and write it to a file, without touching the vendor API
     Issue {
@@ -94,7 +97,17 @@ pub fn main() -> ExitCode {
             now,
             deployments,
             wait_lock,
-        } => renew(config, now, &deployments, wait_lock, args.verbose),
+            dry_run,
+        } => renew(
+            config,
+            RenewArgs {
+                now,
+                only: deployments,
+                wait_lock,
+                dry_run,
+                verbose: args.verbose,
+            },
+        ),
         Command::Run => run(path, config),
         Command::Issue { deployment, out } => issue(config, &deployment, &out),
     })
@@ -174,6 +187,18 @@ fn status(config: &Config) -> u8 {
             Some(Step::Pushed) => "  [pushed, waiting for running]",
             _ => "",
         };
+        let plan = match &record.plan {
+            None => String::new(),
+            Some(p) => format!(
+                "  renewal {} ({}), next inspection {}{}",
+                renew::day(p.renew_at),
+                p.rule,
+                renew::day(p.next_inspect),
+                p.at_risk
+                    .as_ref()
+                    .map_or(String::new(), |r| format!("  AT RISK: {r}"))
+            ),
+        };
         let last = match &record.last {
             None => "never run".to_owned(),
             Some(o) => format!(
@@ -184,10 +209,31 @@ fn status(config: &Config) -> u8 {
             ),
         };
         println!(
-            "{}  {}  expires {expiry}{step}  last: {last}",
+            "{}  {}  expires {expiry}{step}{plan}  last: {last}",
             d.id,
             d.domains.join(",")
         );
+    }
+    match Agent::new(config.clone(), store) {
+        Ok(agent) => {
+            for (name, emqx) in &config.emqx {
+                if let Some(left) = agent.budget_left(name) {
+                    println!(
+                        "[emqx.{name}] key {}: {}/{} GET and {}/{} writes left in the current {}",
+                        emqx.key,
+                        left.reads,
+                        emqx.get_limit,
+                        left.writes,
+                        emqx.write_limit,
+                        humantime::format_duration(emqx.rate_window)
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            code = EXIT_FAILED;
+        }
     }
     code
 }
@@ -311,13 +357,24 @@ fn stop_on_signals() -> std::io::Result<Shutdown> {
     Ok(stop)
 }
 
-fn renew(
-    config: Config,
+/// What `renew` was asked to do.
+struct RenewArgs {
     now: bool,
-    only: &[String],
+    only: Vec<String>,
     wait_lock: Option<std::time::Duration>,
+    dry_run: bool,
     verbose: bool,
-) -> u8 {
+}
+
+fn renew(config: Config, args: RenewArgs) -> u8 {
+    let RenewArgs {
+        now,
+        only,
+        wait_lock,
+        dry_run,
+        verbose,
+    } = args;
+    let only = &only[..];
     if let Some(unknown) = only
         .iter()
         .find(|id| !config.deployments.iter().any(|d| &d.id == *id))
@@ -364,7 +421,7 @@ fn renew(
         }
     };
     let agent = match Agent::new(config, store) {
-        Ok(a) => a,
+        Ok(a) => a.with_dry_run(dry_run),
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_FAILED;

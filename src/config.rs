@@ -35,6 +35,8 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_GET_LIMIT: u32 = 60;
 /// The vendor's documented limit of `POST`/`PUT`/`DELETE` requests per key per window.
 pub const DEFAULT_WRITE_LIMIT: u32 = 6;
+/// Default longest time between two inspections of a deployment whose renewal is not near.
+pub const DEFAULT_INSPECT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// The vendor's rate-limit window.
 pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// Default daemon schedule (`cron` crate syntax, with seconds): every six hours.
@@ -114,6 +116,30 @@ pub struct AcmeConfig {
     pub key_type: KeyType,
     /// PEM encoding of the private key pushed to EMQX.
     pub key_format: KeyFormat,
+    /// ACME profile sent with every order (per-deployment `profile` overrides).
+    pub profile: Option<String>,
+    /// Directory used by `renew --dry-run` for a full trial issuance.
+    pub staging_directory: Option<String>,
+    /// External Account Binding (ZeroSSL, Google Trust Services).
+    pub eab: Option<Eab>,
+}
+
+/// External Account Binding credentials from the CA's console.
+#[derive(Clone)]
+pub struct Eab {
+    /// Key identifier.
+    pub kid: String,
+    /// Decoded HMAC key.
+    pub hmac_key: SecretSlice<u8>,
+}
+
+impl fmt::Debug for Eab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Eab")
+            .field("kid", &self.kid)
+            .field("hmac_key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// Key algorithm of an issued certificate: only what EMQX accepts.
@@ -188,6 +214,8 @@ pub struct EmqxConfig {
     pub get_limit: u32,
     /// Allowed writes per window.
     pub write_limit: u32,
+    /// Longest time between two `GET`s of a deployment whose renewal is not near, to notice outside changes.
+    pub inspect_interval: Duration,
     /// The vendor's rate-limit window.
     pub rate_window: Duration,
 }
@@ -236,6 +264,8 @@ pub struct Deployment {
     pub client_ca_file: Option<PathBuf>,
     /// Override of the renewal rule: renew when less than this is left.
     pub renew_before: Option<Duration>,
+    /// ACME profile for this deployment's orders (overrides `[acme] profile`).
+    pub profile: Option<String>,
 }
 
 mod raw {
@@ -271,6 +301,12 @@ mod raw {
         pub trust_roots: Option<Spanned<String>>,
         pub key_type: Option<KeyType>,
         pub key_format: Option<KeyFormat>,
+        pub profile: Option<String>,
+        pub staging_directory: Option<Spanned<String>>,
+        pub eab_kid: Option<String>,
+        pub eab_hmac_key: Option<String>,
+        pub eab_hmac_key_file: Option<Spanned<String>>,
+        pub eab_hmac_key_env: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -301,6 +337,7 @@ mod raw {
         pub get_limit: Option<u32>,
         pub write_limit: Option<u32>,
         pub rate_window: Option<Spanned<String>>,
+        pub inspect_interval: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -313,6 +350,7 @@ mod raw {
         pub tls_type: Option<TlsType>,
         pub client_ca_file: Option<Spanned<String>>,
         pub renew_before: Option<Spanned<String>>,
+        pub profile: Option<String>,
     }
 }
 
@@ -340,13 +378,20 @@ impl Loader<'_> {
         }
     }
 
-    fn duration(&self, value: &Option<Spanned<String>>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        value: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
             Some(v) => humantime::parse_duration(v.get_ref()).map_err(|e| {
                 self.err_at(
                     v.span(),
-                    format!("invalid duration `{}` ({e}); write e.g. \"90s\", \"30m\", \"30d\"", v.get_ref()),
+                    format!(
+                        "invalid duration `{}` ({e}); write e.g. \"90s\", \"30m\", \"30d\"",
+                        v.get_ref()
+                    ),
                 )
             }),
         }
@@ -373,7 +418,8 @@ impl Loader<'_> {
             return Ok(value.trim().to_owned());
         }
         if let Some(file) = file {
-            let path = expand_credentials_dir(file.get_ref()).map_err(|m| self.err_at(file.span(), m))?;
+            let path =
+                expand_credentials_dir(file.get_ref()).map_err(|m| self.err_at(file.span(), m))?;
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 self.err_at(
                     file.span(),
@@ -382,22 +428,33 @@ impl Loader<'_> {
             })?;
             let value = text.trim().to_owned();
             if value.is_empty() {
-                return Err(self.err_at(file.span(), format!("{what}_file {} is empty", path.display())));
+                return Err(self.err_at(
+                    file.span(),
+                    format!("{what}_file {} is empty", path.display()),
+                ));
             }
             return Ok(value);
         }
-        let var = env.as_ref().expect("exactly one of three is set, checked above");
+        let var = env
+            .as_ref()
+            .expect("exactly one of three is set, checked above");
         match std::env::var(var.get_ref()) {
             Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_owned()),
             _ => Err(self.err_at(
                 var.span(),
-                format!("environment variable {} (from {what}_env) is not set or empty", var.get_ref()),
+                format!(
+                    "environment variable {} (from {what}_env) is not set or empty",
+                    var.get_ref()
+                ),
             )),
         }
     }
 
     fn schedule(&self, raw: Option<raw::Schedule>) -> Result<ScheduleConfig, ConfigError> {
-        let raw = raw.unwrap_or(raw::Schedule { cron: None, jitter: None });
+        let raw = raw.unwrap_or(raw::Schedule {
+            cron: None,
+            jitter: None,
+        });
         let cron = match &raw.cron {
             None => DEFAULT_CRON.parse().expect("the default cron expression parses"),
             Some(text) => text.get_ref().parse::<cron::Schedule>().map_err(|e| {
@@ -416,23 +473,57 @@ impl Loader<'_> {
         })
     }
 
+    fn directory(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+        match value.get_ref().as_str() {
+            "letsencrypt" => Ok(LETSENCRYPT.to_owned()),
+            "letsencrypt-staging" => Ok(LETSENCRYPT_STAGING.to_owned()),
+            url if url.starts_with("https://") && url.len() > "https://".len() => Ok(url.to_owned()),
+            other => Err(self.err_at(
+                value.span(),
+                format!("acme.{key} `{other}` is neither \"letsencrypt\", \"letsencrypt-staging\" nor an https:// URL"),
+            )),
+        }
+    }
+
     fn acme(&self, raw: Option<Spanned<raw::Acme>>) -> Result<AcmeConfig, ConfigError> {
         let Some(raw) = raw else {
             return Err(self.err("missing [acme] section (at least `directory = \"letsencrypt\"`)"));
         };
+        let span = raw.span();
         let raw = raw.into_inner();
-        let directory = match raw.directory.as_ref().map(|d| d.get_ref().as_str()) {
-            None | Some("letsencrypt") => LETSENCRYPT.to_owned(),
-            Some("letsencrypt-staging") => LETSENCRYPT_STAGING.to_owned(),
-            Some(url) if url.starts_with("https://") && url.len() > "https://".len() => url.to_owned(),
-            Some(other) => {
-                let span = raw.directory.as_ref().map(|d| d.span()).unwrap_or_default();
-                return Err(self.err_at(
-                    span,
-                    format!(
-                        "acme.directory `{other}` is neither \"letsencrypt\", \"letsencrypt-staging\" nor an https:// URL"
-                    ),
-                ));
+        let directory = match &raw.directory {
+            None => LETSENCRYPT.to_owned(),
+            Some(d) => self.directory("directory", d)?,
+        };
+        let staging_directory = match &raw.staging_directory {
+            None => None,
+            Some(d) => Some(self.directory("staging_directory", d)?),
+        };
+        let eab = match &raw.eab_kid {
+            None if raw.eab_hmac_key.is_some()
+                || raw.eab_hmac_key_file.is_some()
+                || raw.eab_hmac_key_env.is_some() =>
+            {
+                return Err(self.err_at(span, "acme.eab_hmac_key_* is set but acme.eab_kid is not; set both from the CA's console"));
+            }
+            None => None,
+            Some(kid) => {
+                let key = self.secret(
+                    "eab_hmac_key",
+                    "acme",
+                    span.clone(),
+                    &raw.eab_hmac_key,
+                    &raw.eab_hmac_key_file,
+                    &raw.eab_hmac_key_env,
+                )?;
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.trim_end_matches('=').as_bytes())
+                    .map_err(|_| self.err_at(span.clone(), "the EAB HMAC key is not base64url; paste it as the CA's console shows it"))?;
+                Some(Eab {
+                    kid: kid.clone(),
+                    hmac_key: decoded.into(),
+                })
             }
         };
         let trust_roots = match raw.trust_roots {
@@ -440,12 +531,21 @@ impl Loader<'_> {
             Some(p) => {
                 let path = PathBuf::from(p.get_ref());
                 let text = std::fs::read(&path).map_err(|e| {
-                    self.err_at(p.span(), format!("cannot read acme.trust_roots {}: {e}", path.display()))
+                    self.err_at(
+                        p.span(),
+                        format!("cannot read acme.trust_roots {}: {e}", path.display()),
+                    )
                 })?;
-                if crate::certs::parse_pem_certs(&text).map(|c| c.is_empty()).unwrap_or(true) {
+                if crate::certs::parse_pem_certs(&text)
+                    .map(|c| c.is_empty())
+                    .unwrap_or(true)
+                {
                     return Err(self.err_at(
                         p.span(),
-                        format!("acme.trust_roots {} holds no PEM certificate", path.display()),
+                        format!(
+                            "acme.trust_roots {} holds no PEM certificate",
+                            path.display()
+                        ),
                     ));
                 }
                 Some(path)
@@ -464,6 +564,9 @@ impl Loader<'_> {
             trust_roots,
             key_type: raw.key_type.unwrap_or(KeyType::EcdsaP256),
             key_format: raw.key_format.unwrap_or(KeyFormat::Traditional),
+            profile: raw.profile,
+            staging_directory,
+            eab,
         })
     }
 
@@ -473,7 +576,10 @@ impl Loader<'_> {
         if raw.provider.get_ref() != "rfc2136" {
             return Err(self.err_at(
                 raw.provider.span(),
-                format!("[dns.{name}] provider `{}` is unknown; supported: \"rfc2136\"", raw.provider.get_ref()),
+                format!(
+                    "[dns.{name}] provider `{}` is unknown; supported: \"rfc2136\"",
+                    raw.provider.get_ref()
+                ),
             ));
         }
         if !raw.server.get_ref().contains(':') {
@@ -499,7 +605,13 @@ impl Loader<'_> {
                     "[dns.{name}] the TSIG secret is not valid base64 (use the secret as knot/bind print it)"
                 ))
             })?;
-        let absolute = |s: &str| if s.ends_with('.') { s.to_owned() } else { format!("{s}.") };
+        let absolute = |s: &str| {
+            if s.ends_with('.') {
+                s.to_owned()
+            } else {
+                format!("{s}.")
+            }
+        };
         Ok(DnsConfig {
             name: name.to_owned(),
             server: raw.server.into_inner(),
@@ -507,7 +619,8 @@ impl Loader<'_> {
             tsig_algorithm: raw.tsig_algorithm.unwrap_or(TsigAlgorithm::HmacSha256),
             tsig_secret: decoded.into(),
             zone: raw.zone.as_deref().map(absolute),
-            propagation_timeout: self.duration(&raw.propagation_timeout, Duration::from_secs(120))?,
+            propagation_timeout: self
+                .duration(&raw.propagation_timeout, Duration::from_secs(120))?,
         })
     }
 
@@ -525,19 +638,38 @@ impl Loader<'_> {
             }
         }
         self.inline_secrets |= raw.secret.is_some();
-        let secret = self.secret("secret", &format!("emqx.{name}"), span.clone(), &raw.secret, &raw.secret_file, &raw.secret_env)?;
+        let secret = self.secret(
+            "secret",
+            &format!("emqx.{name}"),
+            span.clone(),
+            &raw.secret,
+            &raw.secret_file,
+            &raw.secret_env,
+        )?;
         let expire_offset = match &raw.expire_timezone {
             None => time::UtcOffset::UTC,
             Some(tz) => parse_offset(tz.get_ref()).ok_or_else(|| {
                 self.err_at(
                     tz.span(),
-                    format!("expire_timezone `{}` is not an offset like \"+08:00\" or \"UTC\"", tz.get_ref()),
+                    format!(
+                        "expire_timezone `{}` is not an offset like \"+08:00\" or \"UTC\"",
+                        tz.get_ref()
+                    ),
                 )
             })?,
         };
+        if raw.get_limit == Some(0) || raw.write_limit == Some(0) {
+            return Err(self.err_at(
+                span.clone(),
+                format!("[emqx.{name}] get_limit and write_limit must be at least 1"),
+            ));
+        }
         let poll_interval = self.duration(&raw.poll_interval, DEFAULT_POLL_INTERVAL)?;
         if poll_interval.is_zero() {
-            return Err(self.err_at(span, format!("[emqx.{name}] poll_interval must be more than 0")));
+            return Err(self.err_at(
+                span,
+                format!("[emqx.{name}] poll_interval must be more than 0"),
+            ));
         }
         Ok(EmqxConfig {
             name: name.to_owned(),
@@ -550,6 +682,7 @@ impl Loader<'_> {
             get_limit: raw.get_limit.unwrap_or(DEFAULT_GET_LIMIT),
             write_limit: raw.write_limit.unwrap_or(DEFAULT_WRITE_LIMIT),
             rate_window: self.duration(&raw.rate_window, DEFAULT_RATE_WINDOW)?,
+            inspect_interval: self.duration(&raw.inspect_interval, DEFAULT_INSPECT_INTERVAL)?,
         })
     }
 
@@ -573,10 +706,15 @@ impl Loader<'_> {
                 ),
             )),
             None if sections.len() == 1 => Ok(sections.keys().next().cloned().unwrap_or_default()),
-            None if sections.is_empty() => Err(self.err_at(at, format!("no [{kind}.NAME] section is defined"))),
+            None if sections.is_empty() => {
+                Err(self.err_at(at, format!("no [{kind}.NAME] section is defined")))
+            }
             None => Err(self.err_at(
                 at,
-                format!("several [{kind}.*] sections exist ({}); say which with `{kind} = \"NAME\"`", list(sections.keys())),
+                format!(
+                    "several [{kind}.*] sections exist ({}); say which with `{kind} = \"NAME\"`",
+                    list(sections.keys())
+                ),
             )),
         }
     }
@@ -590,37 +728,63 @@ impl Loader<'_> {
         let span = raw.span();
         let raw = raw.into_inner();
         let id = raw.id.get_ref().clone();
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(self.err_at(
                 raw.id.span(),
                 format!("deployment id `{id}` must be the deployment ID from the console (letters, digits, - and _)"),
             ));
         }
         if raw.domains.get_ref().is_empty() {
-            return Err(self.err_at(raw.domains.span(), format!("deployment {id}: domains is empty")));
+            return Err(self.err_at(
+                raw.domains.span(),
+                format!("deployment {id}: domains is empty"),
+            ));
         }
         let mut domains: Vec<String> = Vec::new();
         for d in raw.domains.get_ref() {
             let name = d.get_ref().trim_end_matches('.').to_ascii_lowercase();
             if let Err(why) = check_domain(&name) {
-                return Err(self.err_at(d.span(), format!("deployment {id}: domain `{}` {why}", d.get_ref())));
+                return Err(self.err_at(
+                    d.span(),
+                    format!("deployment {id}: domain `{}` {why}", d.get_ref()),
+                ));
             }
             if domains.contains(&name) {
-                return Err(self.err_at(d.span(), format!("deployment {id}: domain `{name}` is listed twice")));
+                return Err(self.err_at(
+                    d.span(),
+                    format!("deployment {id}: domain `{name}` is listed twice"),
+                ));
             }
             domains.push(name);
         }
         let client_ca_file = match &raw.client_ca_file {
             None => None,
             Some(p) => {
-                let path = expand_credentials_dir(p.get_ref()).map_err(|m| self.err_at(p.span(), m))?;
+                let path =
+                    expand_credentials_dir(p.get_ref()).map_err(|m| self.err_at(p.span(), m))?;
                 let pem = std::fs::read(&path).map_err(|e| {
-                    self.err_at(p.span(), format!("deployment {id}: cannot read client_ca_file {}: {e}", path.display()))
+                    self.err_at(
+                        p.span(),
+                        format!(
+                            "deployment {id}: cannot read client_ca_file {}: {e}",
+                            path.display()
+                        ),
+                    )
                 })?;
-                if crate::certs::parse_pem_certs(&pem).map(|c| c.is_empty()).unwrap_or(true) {
+                if crate::certs::parse_pem_certs(&pem)
+                    .map(|c| c.is_empty())
+                    .unwrap_or(true)
+                {
                     return Err(self.err_at(
                         p.span(),
-                        format!("deployment {id}: client_ca_file {} holds no PEM certificate", path.display()),
+                        format!(
+                            "deployment {id}: client_ca_file {} holds no PEM certificate",
+                            path.display()
+                        ),
                     ));
                 }
                 Some(path)
@@ -643,6 +807,7 @@ impl Loader<'_> {
                 None => None,
                 Some(_) => Some(self.duration(&raw.renew_before, Duration::ZERO)?),
             },
+            profile: raw.profile,
         })
     }
 }
@@ -692,7 +857,9 @@ impl Config {
             let at = d.get_ref().id.span();
             let parsed = loader.deployment(d, &dns, &emqx)?;
             if deployments.iter().any(|o| o.id == parsed.id) {
-                return Err(loader.err_at(at, format!("deployment {} is configured twice", parsed.id)));
+                return Err(
+                    loader.err_at(at, format!("deployment {} is configured twice", parsed.id))
+                );
             }
             deployments.push(parsed);
         }
@@ -709,7 +876,9 @@ impl Config {
         }
         Ok(Config {
             path: path.to_path_buf(),
-            state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir: raw
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             acme,
             dns,
             emqx,
@@ -722,7 +891,11 @@ impl Config {
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let names: Vec<&str> = names.map(String::as_str).collect();
-    if names.is_empty() { "none".into() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -752,7 +925,9 @@ fn expand_credentials_dir(path: &str) -> Result<PathBuf, String> {
 
 fn readable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o077 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o077 != 0)
+        .unwrap_or(false)
 }
 
 /// Parses `+08:00`, `-05:30`, `+0800`, `UTC` or `Z`.
@@ -791,7 +966,10 @@ fn check_domain(name: &str) -> Result<(), &'static str> {
         if label == "*" {
             return Err("may only have a wildcard as its leftmost label (`*.example.com`)");
         }
-        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || label.starts_with('-') || label.ends_with('-') {
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
             return Err("has characters other than letters, digits and inner hyphens");
         }
     }
@@ -827,7 +1005,10 @@ secret = "s3cret"
 
     #[test]
     fn minimal_config_resolves_defaults_and_references() {
-        let c = parse(&base("[[deployment]]\nid = \"ge6a1a75\"\ndomains = [\"MQTT.example.com.\"]\n")).unwrap();
+        let c = parse(&base(
+            "[[deployment]]\nid = \"ge6a1a75\"\ndomains = [\"MQTT.example.com.\"]\n",
+        ))
+        .unwrap();
         let d = &c.deployments[0];
         assert_eq!(d.domains, ["mqtt.example.com"]);
         assert_eq!((d.emqx.as_str(), d.dns.as_str()), ("prod", "primary"));
@@ -839,7 +1020,10 @@ secret = "s3cret"
 
     #[test]
     fn unknown_key_reports_line_and_column() {
-        let e = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\nfoo = 1\n")).unwrap_err();
+        let e = parse(&base(
+            "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\nfoo = 1\n",
+        ))
+        .unwrap_err();
         assert_eq!(e.position, Some((16, 1)), "{e}");
         assert!(e.to_string().contains("unknown field `foo`"), "{e}");
     }
@@ -855,21 +1039,40 @@ secret = "s3cret"
 
     #[test]
     fn bad_domains_and_references_are_named() {
-        let e = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.*.example.com\"]\n")).unwrap_err();
+        let e = parse(&base(
+            "[[deployment]]\nid = \"a\"\ndomains = [\"a.*.example.com\"]\n",
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("wildcard"), "{e}");
-        let e = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\nemqx = \"nope\"\n")).unwrap_err();
+        let e = parse(&base(
+            "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\nemqx = \"nope\"\n",
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("names no [emqx.nope]"), "{e}");
         assert_eq!(e.position.map(|p| p.0), Some(16));
     }
 
     #[test]
     fn secrets_need_exactly_one_source_and_never_print() {
-        let text = base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n")
-            .replace("secret = \"s3cret\"", "secret = \"s3cret\"\nsecret_env = \"X\"");
-        assert!(parse(&text).unwrap_err().to_string().contains("exactly one"));
-        let c = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n")).unwrap();
+        let text = base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n").replace(
+            "secret = \"s3cret\"",
+            "secret = \"s3cret\"\nsecret_env = \"X\"",
+        );
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one")
+        );
+        let c = parse(&base(
+            "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
+        ))
+        .unwrap();
         let debug = format!("{c:?}");
-        assert!(!debug.contains("s3cret") && !debug.contains("c2VjcmV0"), "{debug}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("c2VjcmV0"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -887,7 +1090,10 @@ secret = "s3cret"
 
     #[test]
     fn schedule_defaults_and_errors() {
-        let c = parse(&base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n")).unwrap();
+        let c = parse(&base(
+            "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
+        ))
+        .unwrap();
         assert_eq!(c.schedule.jitter, DEFAULT_JITTER);
         let c = parse(&base(
             "[schedule]\ncron = \"*/2 * * * * *\"\njitter = \"0s\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
@@ -901,8 +1107,14 @@ secret = "s3cret"
 
     #[test]
     fn offsets_parse() {
-        assert_eq!(parse_offset("+08:00"), time::UtcOffset::from_hms(8, 0, 0).ok());
-        assert_eq!(parse_offset("-0530"), time::UtcOffset::from_hms(-5, -30, 0).ok());
+        assert_eq!(
+            parse_offset("+08:00"),
+            time::UtcOffset::from_hms(8, 0, 0).ok()
+        );
+        assert_eq!(
+            parse_offset("-0530"),
+            time::UtcOffset::from_hms(-5, -30, 0).ok()
+        );
         assert_eq!(parse_offset("UTC"), Some(time::UtcOffset::UTC));
         assert_eq!(parse_offset("8"), None);
     }

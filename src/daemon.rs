@@ -50,7 +50,14 @@ fn summarize(reports: &[Report]) -> String {
     }
 }
 
-fn next_tick(config: &Config) -> Option<(OffsetDateTime, Duration)> {
+fn next_tick(
+    config: &Config,
+    deferred_until: Option<OffsetDateTime>,
+) -> Option<(OffsetDateTime, Duration)> {
+    if let Some(until) = deferred_until {
+        let wait = Duration::try_from(until - OffsetDateTime::now_utc()).unwrap_or_default();
+        return Some((until.max(OffsetDateTime::now_utc()), wait));
+    }
     let now = chrono::Utc::now();
     let next = config.schedule.cron.after(&now).next()?;
     let until_tick = (next - now).to_std().unwrap_or_default();
@@ -72,7 +79,11 @@ fn build(config: Config) -> Result<Agent, renew::RenewError> {
 ///
 /// # Errors
 /// Only set-up failures; everything after start is logged and retried on the next tick.
-pub async fn run(config_path: PathBuf, config: Config, notifier: Notifier) -> Result<(), DaemonError> {
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    notifier: Notifier,
+) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -92,10 +103,14 @@ pub async fn run(config_path: PathBuf, config: Config, notifier: Notifier) -> Re
     }
 
     let mut last = "none yet".to_owned();
+    // A deferred renewal wakes the daemon when the vendor budget allows it, not at the next cron tick.
+    let mut deferred_until: Option<OffsetDateTime> = None;
     let mut ready_sent = false;
     'ticks: loop {
-        let Some((at, sleep)) = next_tick(agent.config()) else {
-            tracing::error!("the cron schedule has no future tick; waiting for SIGHUP with a new one or SIGTERM");
+        let Some((at, sleep)) = next_tick(agent.config(), deferred_until) else {
+            tracing::error!(
+                "the cron schedule has no future tick; waiting for SIGHUP with a new one or SIGTERM"
+            );
             notifier.status("schedule has no future tick");
             tokio::select! {
                 _ = sigterm.recv() => break 'ticks,
@@ -122,7 +137,10 @@ pub async fn run(config_path: PathBuf, config: Config, notifier: Notifier) -> Re
             _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier); continue 'ticks; }
         }
 
-        notifier.status(&format!("{} deployments, pass running", agent.config().deployments.len()));
+        notifier.status(&format!(
+            "{} deployments, pass running",
+            agent.config().deployments.len()
+        ));
         let (reports, stopping, reload_pending) = {
             let pass = one_pass(&agent, &stop);
             tokio::pin!(pass);
@@ -139,10 +157,16 @@ pub async fn run(config_path: PathBuf, config: Config, notifier: Notifier) -> Re
                 }
             }
         };
+        deferred_until = None;
         if let Some(reports) = &reports {
             for r in reports {
-                if let Err(e) = &r.result {
-                    tracing::error!(deployment = %r.id, "{e}");
+                match &r.result {
+                    Err(e) => tracing::error!(deployment = %r.id, "{e}"),
+                    Ok(renew::Done::Deferred { until, .. }) => {
+                        deferred_until =
+                            Some(deferred_until.map_or(*until, |t: OffsetDateTime| t.min(*until)));
+                    }
+                    Ok(_) => {}
                 }
             }
             last = summarize(reports);
@@ -191,7 +215,9 @@ async fn finish(
     match tokio::time::timeout(STOP_GRACE, pass).await {
         Ok(reports) => reports,
         Err(_) => {
-            tracing::warn!("the pass did not reach a safe point within {STOP_GRACE:?}; stopping anyway");
+            tracing::warn!(
+                "the pass did not reach a safe point within {STOP_GRACE:?}; stopping anyway"
+            );
             None
         }
     }
@@ -199,16 +225,24 @@ async fn finish(
 
 fn reload(path: &std::path::Path, old: Agent, notifier: &Notifier) -> Agent {
     notifier.reloading();
-    let loaded = Config::load(path).map_err(|e| e.to_string()).and_then(|config| {
-        for warning in &config.warnings {
-            tracing::warn!("{warning}");
-        }
-        build(config).map_err(|e| e.to_string())
-    });
+    let loaded = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
+            build(config).map_err(|e| e.to_string())
+        });
     let (agent, status) = match loaded {
         Ok(agent) => {
-            tracing::info!(deployments = agent.config().deployments.len(), "configuration reloaded");
-            let status = format!("{} deployments, configuration reloaded", agent.config().deployments.len());
+            tracing::info!(
+                deployments = agent.config().deployments.len(),
+                "configuration reloaded"
+            );
+            let status = format!(
+                "{} deployments, configuration reloaded",
+                agent.config().deployments.len()
+            );
             (agent, status)
         }
         Err(e) => {

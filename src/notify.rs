@@ -32,7 +32,9 @@ impl Notifier {
 
     /// Sends one notification (several `KEY=VALUE` lines may be joined with `\n`).
     pub fn send(&self, message: &str) {
-        let Some((sock, path)) = &self.target else { return };
+        let Some((sock, path)) = &self.target else {
+            return;
+        };
         let result = if let Some(name) = path.strip_prefix('@') {
             abstract_send(sock, name.as_bytes(), message.as_bytes())
         } else {
@@ -71,7 +73,9 @@ impl Notifier {
     /// Half of `$WATCHDOG_USEC` when the watchdog is enabled for this process.
     pub fn watchdog_interval() -> Option<Duration> {
         let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok())
+        if let Some(pid) = std::env::var("WATCHDOG_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
             && pid != std::process::id()
         {
             return None;
@@ -89,11 +93,17 @@ fn abstract_send(sock: &UnixDatagram, name: &[u8], message: &[u8]) -> std::io::R
 
 #[cfg(not(target_os = "linux"))]
 fn abstract_send(_: &UnixDatagram, _: &[u8], _: &[u8]) -> std::io::Result<()> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "abstract sockets are Linux-only"))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "abstract sockets are Linux-only",
+    ))
 }
 
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000

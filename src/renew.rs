@@ -18,13 +18,19 @@ use crate::acme::{AcmeClient, AcmeError};
 use crate::budget::Budget;
 use crate::certs::{self, Bundle, CertError};
 use crate::config::{Config, Deployment, TlsType};
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, Rule, Slot};
 use crate::shutdown::Shutdown;
 use crate::solver::Dns01Solver;
 use crate::solver::rfc2136::{Rfc2136Settings, Rfc2136Solver};
-use crate::store::{CertRecord, Outcome, Record, Step, Store, StoreError};
+use crate::store::{AriRecord, CertRecord, Outcome, PlanRecord, Record, Step, Store, StoreError};
 use crate::target::emqx::{EmqxClient, EmqxError, TlsState, Upload};
 
+/// The vendor rejects certificates with less than this left ("cannot be imported within 60 days"); a CA
+/// whose certificates are shorter-lived deserves a warning.
+const VENDOR_IMPORT_MINIMUM: time::Duration = time::Duration::days(60);
+/// Bounds on how soon to ask the CA for a renewal window again, whatever its Retry-After says.
+const ARI_RECHECK_MIN: time::Duration = time::Duration::minutes(1);
+const ARI_RECHECK_MAX: time::Duration = time::Duration::days(1);
 /// Per-exchange timeout of DNS queries and updates.
 const DNS_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -68,7 +74,18 @@ pub enum Done {
         expires: OffsetDateTime,
         /// When renewal is planned.
         plan: Plan,
+        /// False when local state sufficed and the vendor was not asked.
+        inspected: bool,
     },
+    /// Due, but the vendor's request budget cannot afford it now; the next pass after `until` does it.
+    Deferred {
+        /// When the budget allows it again.
+        until: OffsetDateTime,
+        /// Why.
+        why: String,
+    },
+    /// `--dry-run`: what would have happened.
+    DryRun(String),
 }
 
 impl fmt::Display for Done {
@@ -81,13 +98,24 @@ impl fmt::Display for Done {
                     day(*expires)
                 )
             }
-            Done::NotDue { expires, plan } => write!(
+            Done::NotDue {
+                expires,
+                plan,
+                inspected,
+            } => write!(
                 f,
-                "not due: expires {}, renewal planned {} ({})",
+                "not due: expires {}, renewal planned {} ({}){}",
                 day(*expires),
                 day(plan.renew_at),
-                plan.rule
+                plan.rule,
+                if *inspected {
+                    ""
+                } else {
+                    " [from local state, no API request]"
+                }
             ),
+            Done::Deferred { until, why } => write!(f, "deferred until {}: {why}", day(*until)),
+            Done::DryRun(what) => write!(f, "dry run: {what}"),
         }
     }
 }
@@ -114,26 +142,38 @@ pub struct Report {
     pub result: Result<Done, RenewError>,
 }
 
-/// Holds the clients a pass needs; build one per pass (or per config load in the daemon).
+/// Holds the clients a pass needs; build one per config load.
 pub struct Agent {
     config: Config,
     store: Store,
     emqx: BTreeMap<String, EmqxClient>,
     solvers: BTreeMap<String, Rfc2136Solver>,
     acme: tokio::sync::OnceCell<AcmeClient>,
+    staging: tokio::sync::OnceCell<AcmeClient>,
+    dry_run: bool,
 }
 
 impl fmt::Debug for Agent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Agent")
             .field("state_dir", &self.store.dir())
+            .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }
 }
 
+/// The budget left of one `[emqx.*]` account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetLeft {
+    /// `GET`s left in the current window.
+    pub reads: u32,
+    /// Writes left in the current window.
+    pub writes: u32,
+}
+
 impl Agent {
     /// Prepares clients for every configured account and solver. No network traffic happens here; the ACME
-    /// account is only contacted when a deployment needs a certificate.
+    /// account is only contacted when a deployment needs the CA.
     ///
     /// # Errors
     /// The budget file cannot be read, or an HTTP client cannot be built.
@@ -176,7 +216,16 @@ impl Agent {
             emqx,
             solvers,
             acme: tokio::sync::OnceCell::new(),
+            staging: tokio::sync::OnceCell::new(),
+            dry_run: false,
         })
+    }
+
+    /// In a dry run the agent inspects and plans (and issues against `[acme] staging_directory` when set)
+    /// but never writes to the vendor API, and records nothing about deployments.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Agent {
+        self.dry_run = dry_run;
+        self
     }
 
     /// The configuration in force.
@@ -184,58 +233,205 @@ impl Agent {
         &self.config
     }
 
+    /// The request budget left of the `[emqx.NAME]` account.
+    pub fn budget_left(&self, name: &str) -> Option<BudgetLeft> {
+        let client = self.emqx.get(name)?;
+        Some(BudgetLeft {
+            reads: client.reads_left(),
+            writes: client.writes_left(),
+        })
+    }
+
     /// Runs one pass over the deployments whose ids are in `only` (all when empty); `force` renews even
-    /// those not due. Returns one report per deployment handled, in config order; when `stop` fires,
+    /// those not due. Deployments are handled earliest deadline first, so a scarce write budget goes to
+    /// the certificate that expires first. Returns one report per deployment handled; when `stop` fires,
     /// deployments not yet started are left for the next pass and get no report.
     pub async fn pass(&self, only: &[String], force: bool, stop: &Shutdown) -> Vec<Report> {
+        let now = OffsetDateTime::now_utc();
+        let selected: Vec<&Deployment> = self
+            .config
+            .deployments
+            .iter()
+            .filter(|d| only.is_empty() || only.contains(&d.id))
+            .collect();
         let mut reports = Vec::new();
-        for deployment in &self.config.deployments {
-            if !only.is_empty() && !only.contains(&deployment.id) {
-                continue;
+        let mut planned: Vec<(&Deployment, Record, Slot)> = Vec::new();
+        for d in selected {
+            match self.store.record(&d.id) {
+                Ok(record) => {
+                    let slot = Slot {
+                        plan: self.local_plan(d, &record, now),
+                        deadline: record.expire.map(|e| e - plan::DEADLINE_MARGIN),
+                        at_risk: false,
+                    };
+                    planned.push((d, record, slot));
+                }
+                Err(e) => reports.push(Report {
+                    id: d.id.clone(),
+                    result: Err(e.into()),
+                }),
             }
+        }
+        // Schedule each API key's deployments against its write budget, then interleave keys by deadline.
+        let mut queue: Vec<usize> = Vec::new();
+        for (name, emqx) in &self.config.emqx {
+            let members: Vec<usize> = (0..planned.len())
+                .filter(|&i| planned[i].0.emqx == *name)
+                .collect();
+            let mut slots: Vec<Slot> = members.iter().map(|&i| planned[i].2.clone()).collect();
+            let order = plan::schedule(&mut slots, emqx.write_limit, emqx.rate_window, now);
+            for (k, slot) in slots.into_iter().enumerate() {
+                planned[members[k]].2 = slot;
+            }
+            queue.extend(order.into_iter().map(|k| members[k]));
+        }
+        queue.sort_by_key(|&i| planned[i].2.deadline.unwrap_or(OffsetDateTime::UNIX_EPOCH));
+
+        for i in queue {
+            let (d, record, slot) = &planned[i];
             if stop.is_stopping() {
                 tracing::info!("stopping: leaving the remaining deployments for the next pass");
                 break;
             }
-            let span = tracing::info_span!("deployment", id = %deployment.id);
+            if slot.at_risk {
+                tracing::warn!(
+                    deployment = %d.id,
+                    expires = %record.expire.map_or("?".into(), day),
+                    "at risk: the vendor's write budget of [emqx.{}] cannot renew every deployment of the key before \
+                     its certificate expires; spread them over more API keys or renew some by hand",
+                    d.emqx
+                );
+            }
+            let span = tracing::info_span!("deployment", id = %d.id);
             let result =
-                tracing::Instrument::instrument(self.one(deployment, force, stop), span).await;
-            let outcome = Outcome {
-                at: OffsetDateTime::now_utc(),
-                ok: result.is_ok(),
-                message: match &result {
-                    Ok(done) => done.to_string(),
-                    Err(e) => e.to_string(),
-                },
-            };
-            // Recording the outcome is best effort: the pass result is reported either way.
-            if let Err(e) = self.store.record(&deployment.id).and_then(|mut r| {
-                r.last = Some(outcome);
-                self.store.save_record(&deployment.id, &r)
-            }) {
-                tracing::warn!(deployment = %deployment.id, "cannot record the outcome: {e}");
+                tracing::Instrument::instrument(self.one(d, slot, force, stop), span).await;
+            if !self.dry_run {
+                self.record_outcome(d, slot, &result);
             }
             reports.push(Report {
-                id: deployment.id.clone(),
+                id: d.id.clone(),
                 result,
             });
         }
         reports
     }
 
-    async fn one(&self, d: &Deployment, force: bool, stop: &Shutdown) -> Result<Done, RenewError> {
+    /// Best effort: the pass result is reported either way.
+    fn record_outcome(&self, d: &Deployment, slot: &Slot, result: &Result<Done, RenewError>) {
+        let now = OffsetDateTime::now_utc();
+        let saved = self.store.record(&d.id).and_then(|mut r| {
+            r.last = Some(Outcome {
+                at: now,
+                ok: result.is_ok(),
+                message: match result {
+                    Ok(done) => done.to_string(),
+                    Err(e) => e.to_string(),
+                },
+            });
+            let plan = match result {
+                Ok(Done::NotDue { plan, .. }) => *plan,
+                Ok(Done::Renewed { .. }) => self.local_plan(d, &r, now),
+                _ => slot.plan,
+            };
+            let inspect_interval = self.config.emqx[&d.emqx].inspect_interval;
+            let next_inspect = r
+                .last_inspect
+                .map_or(now, |t| t + inspect_interval)
+                .min(plan.renew_at.max(now));
+            r.plan = Some(PlanRecord {
+                renew_at: plan.renew_at,
+                rule: plan.rule.to_string(),
+                next_inspect,
+                at_risk: slot.at_risk.then(|| {
+                    "the vendor's write budget cannot renew it before it expires".to_owned()
+                }),
+            });
+            self.store.save_record(&d.id, &r)
+        });
+        if let Err(e) = saved {
+            tracing::warn!(deployment = %d.id, "cannot record the outcome: {e}");
+        }
+    }
+
+    /// The certificate the agent made active, when the vendor still runs it.
+    fn active_cert<'r>(&self, record: &'r Record) -> Option<&'r CertRecord> {
+        record
+            .cert
+            .as_ref()
+            .filter(|_| record.step == Some(Step::Active))
+    }
+
+    /// The plan from local knowledge alone (no request).
+    fn local_plan(&self, d: &Deployment, record: &Record, now: OffsetDateTime) -> Plan {
+        let ari = record.ari.as_ref().map(|a| a.chosen);
+        plan::plan(
+            record.expire,
+            self.active_cert(record),
+            d.renew_before,
+            ari,
+            now,
+        )
+    }
+
+    async fn acme(&self) -> Result<&AcmeClient, RenewError> {
+        Ok(self
+            .acme
+            .get_or_try_init(|| {
+                AcmeClient::connect(&self.config.acme, &self.config.acme.directory, &self.store)
+            })
+            .await?)
+    }
+
+    async fn one(
+        &self,
+        d: &Deployment,
+        slot: &Slot,
+        force: bool,
+        stop: &Shutdown,
+    ) -> Result<Done, RenewError> {
+        match self.renew(d, slot, force, stop).await {
+            // The budget is a reason to wait, not a failure: the renewal resumes from the persisted step.
+            Err(RenewError::Emqx(EmqxError::Budget(e))) => {
+                tracing::info!(until = %day(e.until), "deferred: {e}");
+                Ok(Done::Deferred {
+                    until: e.until,
+                    why: e.to_string(),
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn renew(
+        &self,
+        d: &Deployment,
+        slot: &Slot,
+        force: bool,
+        stop: &Shutdown,
+    ) -> Result<Done, RenewError> {
         let emqx = &self.emqx[&d.emqx];
         let mut record = self.store.record(&d.id)?;
+        let now = OffsetDateTime::now_utc();
 
         // Resume a certificate an earlier pass issued or pushed but did not see running.
         match record.step {
+            Some(Step::Pushed) if self.dry_run => {
+                return Ok(Done::DryRun(
+                    "would resume waiting for the pushed certificate to run".into(),
+                ));
+            }
             Some(Step::Pushed) => {
                 tracing::info!("resuming: waiting for the certificate pushed by an earlier pass");
                 return self.wait_and_record(d, emqx, &mut record, stop).await;
             }
             Some(Step::Issued) => {
                 if let Some(bundle) = self.store.bundle(&d.id)? {
-                    match certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc()) {
+                    match certs::validate(&bundle, &d.domains, now) {
+                        Ok(_) if self.dry_run => {
+                            return Ok(Done::DryRun(
+                                "would push the certificate issued by an earlier pass".into(),
+                            ));
+                        }
                         Ok(_) => {
                             tracing::info!(
                                 "resuming: pushing the certificate issued by an earlier pass"
@@ -250,56 +446,217 @@ impl Agent {
                         ),
                     }
                 }
-                record.step = None;
-                self.store.save_record(&d.id, &record)?;
+                if !self.dry_run {
+                    record.step = None;
+                    self.store.save_record(&d.id, &record)?;
+                }
             }
             Some(Step::Active) | None => {}
         }
 
+        if let Err(e) = self.refresh_ari(&mut record, now).await {
+            tracing::warn!("cannot refresh the CA's renewal window, planning without it: {e}");
+        }
+        let earlier = |p: Plan| {
+            if slot.plan.rule == Rule::Budget && slot.plan.renew_at < p.renew_at {
+                slot.plan
+            } else {
+                p
+            }
+        };
+        let local = earlier(self.local_plan(d, &record, now));
+        let inspect_interval = self.config.emqx[&d.emqx].inspect_interval;
+        if !force
+            && !local.is_due(now)
+            && self.active_cert(&record).is_some()
+            && record
+                .last_inspect
+                .is_some_and(|t| now - t < inspect_interval)
+        {
+            let expires = record.expire.unwrap_or(now);
+            tracing::info!(renew_at = %day(local.renew_at), rule = %local.rule, "not due (local state is fresh; no API request)");
+            if !self.dry_run {
+                self.store.save_record(&d.id, &record)?;
+            }
+            return Ok(Done::NotDue {
+                expires,
+                plan: local,
+                inspected: false,
+            });
+        }
+
         let state = emqx.inspect(&d.id).await?;
+        if self.active_cert(&record).is_some_and(|c| {
+            state
+                .expire
+                .is_none_or(|e| (e - c.not_after).abs() > time::Duration::days(1))
+        }) {
+            tracing::warn!(
+                "the deployment no longer runs the certificate certkeeper pushed; planning from what it runs now"
+            );
+            record.step = None;
+            record.ari = None;
+        }
         record.expire = state.expire;
         record.tls_type = state.tls_type.clone();
-        self.store.save_record(&d.id, &record)?;
-        let pushed = record
-            .cert
-            .as_ref()
-            .filter(|_| record.step == Some(Step::Active));
-        let plan = plan::plan(state.expire, pushed, d.renew_before);
-        let now = OffsetDateTime::now_utc();
+        record.last_inspect = Some(OffsetDateTime::now_utc());
+        if !self.dry_run {
+            self.store.save_record(&d.id, &record)?;
+        }
+        let plan = earlier(self.local_plan(d, &record, now));
         if !force && !plan.is_due(now) {
             let expires = state.expire.unwrap_or(now);
             tracing::info!(expires = %day(expires), renew_at = %day(plan.renew_at), rule = %plan.rule, "not due");
-            return Ok(Done::NotDue { expires, plan });
+            return Ok(Done::NotDue {
+                expires,
+                plan,
+                inspected: true,
+            });
         }
 
         // Fail before spending an ACME order on anything that would make the push fail.
         let tls_type = self.tls_type(d, state.tls_type.as_deref())?;
-        if emqx.writes_left() == 0 {
-            return Err(EmqxError::Budget(crate::budget::Exhausted {
-                key: self.config.emqx[&d.emqx].key.clone(),
-                until: now + time::Duration::hours(1),
-                why: "no write left this hour to push a new certificate",
-            })
-            .into());
-        }
         if stop.is_stopping() {
             return Err(RenewError::Interrupted("ordering a certificate"));
         }
+        if emqx.writes_left() == 0 {
+            let until = emqx.next_write_at();
+            return Ok(Done::Deferred {
+                until,
+                why: format!(
+                    "no write left in the vendor budget of [emqx.{}] to push a new certificate",
+                    d.emqx
+                ),
+            });
+        }
+        let create = state.expire.is_none();
+        if self.dry_run {
+            return self.dry_run_issue(d, plan, tls_type, create).await;
+        }
         tracing::info!(rule = %plan.rule, forced = force, "renewal due; ordering a certificate");
-        let bundle = self.issue(d).await?;
+        let replaces = record
+            .ari
+            .as_ref()
+            .and(self.active_cert(&record))
+            .and_then(|c| c.leaf_pem.clone());
+        let bundle = self.issue(d, replaces.as_deref()).await?;
         let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
+        if info.not_after - info.not_before < VENDOR_IMPORT_MINIMUM {
+            tracing::warn!(
+                days = (info.not_after - info.not_before).whole_days(),
+                "the CA's certificates live shorter than the vendor's 60-day import rule accepts; EMQX may refuse them"
+            );
+        }
         self.store.save_bundle(&d.id, &bundle)?;
         record.step = Some(Step::Issued);
-        record.create = state.expire.is_none();
+        record.create = create;
+        record.ari = None;
         record.cert = Some(CertRecord {
             serial: info.serial,
             not_before: info.not_before,
             not_after: info.not_after,
             domains: d.domains.clone(),
+            leaf_pem: leaf_pem(&bundle.chain_pem),
         });
         self.store.save_record(&d.id, &record)?;
         self.push(d, emqx, &mut record, &bundle, tls_type, stop)
             .await
+    }
+
+    /// Asks the CA for its renewal window of the active certificate when the last answer has expired, and
+    /// picks a moment uniformly at random inside a new window.
+    async fn refresh_ari(
+        &self,
+        record: &mut Record,
+        now: OffsetDateTime,
+    ) -> Result<(), RenewError> {
+        let Some(cert) = self.active_cert(record).cloned() else {
+            return Ok(());
+        };
+        let Some(leaf) = cert.leaf_pem.as_deref() else {
+            return Ok(());
+        };
+        let fresh = record.ari_next_check.is_some_and(|t| t > now)
+            && record.ari.as_ref().is_none_or(|a| a.serial == cert.serial);
+        if fresh {
+            return Ok(());
+        }
+        let acme = self.acme().await?;
+        match acme.renewal_window(leaf).await? {
+            None => {
+                record.ari = None;
+                record.ari_next_check = Some(now + ARI_RECHECK_MAX);
+            }
+            Some((start, end, retry)) => {
+                let same = record
+                    .ari
+                    .as_ref()
+                    .filter(|a| a.serial == cert.serial && a.start == start && a.end == end);
+                let chosen = match same {
+                    Some(a) => a.chosen,
+                    None => {
+                        let span = (end - start).max(time::Duration::ZERO);
+                        start + span * rand::random::<f64>()
+                    }
+                };
+                tracing::info!(start = %day(start), end = %day(end), chosen = %day(chosen), "the CA's renewal window (ARI)");
+                record.ari = Some(AriRecord {
+                    serial: cert.serial.clone(),
+                    start,
+                    end,
+                    chosen,
+                });
+                let retry = time::Duration::try_from(retry).unwrap_or(ARI_RECHECK_MAX);
+                record.ari_next_check = Some(now + retry.clamp(ARI_RECHECK_MIN, ARI_RECHECK_MAX));
+            }
+        }
+        Ok(())
+    }
+
+    async fn dry_run_issue(
+        &self,
+        d: &Deployment,
+        plan: Plan,
+        tls_type: TlsType,
+        create: bool,
+    ) -> Result<Done, RenewError> {
+        let method = if create { "POST" } else { "PUT" };
+        let Some(staging) = &self.config.acme.staging_directory else {
+            return Ok(Done::DryRun(format!(
+                "due ({}): would order a certificate for {} from {} and {method} it ({tls_type}); set [acme] \
+                 staging_directory for a trial issuance",
+                plan.rule,
+                d.domains.join(","),
+                self.config.acme.directory
+            )));
+        };
+        let acme = self
+            .staging
+            .get_or_try_init(|| AcmeClient::connect(&self.config.acme, staging, &self.store))
+            .await?;
+        let solver: &dyn Dns01Solver = &self.solvers[&d.dns];
+        let bundle = acme
+            .issue(
+                &d.domains,
+                self.config.acme.key_type,
+                solver,
+                self.profile(d),
+                None,
+            )
+            .await?;
+        let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
+        Ok(Done::DryRun(format!(
+            "due ({}): trial issuance against {staging} passed (certificate {} for {}); would order from {} and \
+             {method} it ({tls_type})",
+            plan.rule,
+            info.serial,
+            info.dns_names.join(","),
+            self.config.acme.directory
+        )))
+    }
+
+    fn profile<'a>(&'a self, d: &'a Deployment) -> Option<&'a str> {
+        d.profile.as_deref().or(self.config.acme.profile.as_deref())
     }
 
     /// Issues and validates a certificate for deployment `id` exactly as a renewal would, without talking to
@@ -314,19 +671,38 @@ impl Agent {
             .iter()
             .find(|d| d.id == id)
             .ok_or_else(|| RenewError::Config(format!("no deployment {id} is configured")))?;
-        let bundle = self.issue(d).await?;
+        let bundle = self.issue(d, None).await?;
         let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
         Ok((bundle, info))
     }
 
-    async fn issue(&self, d: &Deployment) -> Result<Bundle, RenewError> {
-        let acme = self
-            .acme
-            .get_or_try_init(|| AcmeClient::connect(&self.config.acme, &self.store))
-            .await?;
+    async fn issue(&self, d: &Deployment, replaces: Option<&str>) -> Result<Bundle, RenewError> {
+        let acme = self.acme().await?;
+        let profile = self.profile(d);
+        if let Some(profile) = profile {
+            let offered = acme.profiles();
+            if !offered.iter().any(|p| p == profile) {
+                return Err(RenewError::Config(format!(
+                    "ACME profile `{profile}` is not offered by {} (offered: {}) — fix `profile` in [acme] or the \
+                     [[deployment]]",
+                    self.config.acme.directory,
+                    if offered.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        offered.join(", ")
+                    }
+                )));
+            }
+        }
         let solver: &dyn Dns01Solver = &self.solvers[&d.dns];
         Ok(acme
-            .issue(&d.domains, self.config.acme.key_type, solver)
+            .issue(
+                &d.domains,
+                self.config.acme.key_type,
+                solver,
+                profile,
+                replaces,
+            )
             .await?)
     }
 
@@ -424,4 +800,11 @@ impl Agent {
             serial: cert.serial,
         })
     }
+}
+
+/// The first certificate (the leaf) of a PEM chain.
+fn leaf_pem(chain: &str) -> Option<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let end = chain.find(END)? + END.len();
+    Some(format!("{}\n", chain[..end].trim_start()))
 }

@@ -95,6 +95,41 @@ pub struct CertRecord {
     pub not_after: OffsetDateTime,
     /// Names it covers.
     pub domains: Vec<String>,
+    /// The leaf, PEM (public): identifies the certificate to the CA for ARI and `replaces`.
+    #[serde(default)]
+    pub leaf_pem: Option<String>,
+}
+
+/// The CA's suggested renewal window (ARI, RFC 9773) for the certificate the agent pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AriRecord {
+    /// Serial of the certificate the window is for.
+    pub serial: String,
+    /// Window start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Window end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    /// The moment chosen uniformly at random inside the window (kept while the window stays the same).
+    #[serde(with = "time::serde::rfc3339")]
+    pub chosen: OffsetDateTime,
+}
+
+/// The last plan made for a deployment, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    /// When renewal is planned.
+    #[serde(with = "time::serde::rfc3339")]
+    pub renew_at: OffsetDateTime,
+    /// Why then.
+    pub rule: String,
+    /// When the vendor is asked again at the latest.
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_inspect: OffsetDateTime,
+    /// Set when the vendor budget cannot renew it before its certificate expires.
+    #[serde(default)]
+    pub at_risk: Option<String>,
 }
 
 /// Outcome of the last pass over a deployment.
@@ -126,6 +161,18 @@ pub struct Record {
     pub tls_type: Option<String>,
     /// Last pass outcome.
     pub last: Option<Outcome>,
+    /// When the vendor was last asked (`GET`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_inspect: Option<OffsetDateTime>,
+    /// The CA's renewal window for the active certificate (`None` also when the CA offers no ARI).
+    #[serde(default)]
+    pub ari: Option<AriRecord>,
+    /// When to ask the CA for the window again (its Retry-After; a day when it offers no ARI).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ari_next_check: Option<OffsetDateTime>,
+    /// The last plan.
+    #[serde(default)]
+    pub plan: Option<PlanRecord>,
 }
 
 /// The state directory. Cheap to clone; holds no open files.
@@ -153,7 +200,9 @@ impl Store {
             .map_err(io_err("cannot create state directory", dir))?;
         let meta = fs::metadata(dir).map_err(io_err("cannot read state directory", dir))?;
         if meta.permissions().mode() & 0o022 != 0 {
-            return Err(StoreError::Insecure { path: dir.to_path_buf() });
+            return Err(StoreError::Insecure {
+                path: dir.to_path_buf(),
+            });
         }
         let deployments = dir.join("deployments");
         fs::DirBuilder::new()
@@ -161,7 +210,9 @@ impl Store {
             .mode(0o700)
             .create(&deployments)
             .map_err(io_err("cannot create", &deployments))?;
-        Ok(Store { dir: dir.to_path_buf() })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The directory.
@@ -191,7 +242,11 @@ impl Store {
                 let pid = pid.trim();
                 return Err(StoreError::Locked {
                     path: self.dir.clone(),
-                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.into()
+                    },
                 });
             }
             Err(fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &path)(e)),
@@ -241,13 +296,20 @@ impl Store {
     ///
     /// # Errors
     /// I/O errors and [`StoreError::Corrupt`].
-    pub fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
         let path = self.dir.join(name);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
-                path,
-                detail: e.to_string(),
-            }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        path,
+                        detail: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("cannot read", &path)(e)),
         }
@@ -268,10 +330,15 @@ impl Store {
         let path = self.dir.join(name);
         let parent = path.parent().unwrap_or(&self.dir).to_path_buf();
         // tempfile creates files 0600.
-        let mut tmp = tempfile::NamedTempFile::new_in(&parent).map_err(io_err("cannot create a file in", &parent))?;
-        tmp.write_all(bytes).map_err(io_err("cannot write", &path))?;
-        tmp.as_file().sync_all().map_err(io_err("cannot sync", &path))?;
-        tmp.persist(&path).map_err(|e| io_err("cannot replace", &path)(e.error))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&parent)
+            .map_err(io_err("cannot create a file in", &parent))?;
+        tmp.write_all(bytes)
+            .map_err(io_err("cannot write", &path))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("cannot sync", &path))?;
+        tmp.persist(&path)
+            .map_err(|e| io_err("cannot replace", &path)(e.error))?;
         File::open(&parent)
             .and_then(|d| d.sync_all())
             .map_err(io_err("cannot sync", &parent))?;
@@ -291,7 +358,9 @@ impl Store {
     /// # Errors
     /// I/O errors and [`StoreError::Corrupt`].
     pub fn record(&self, id: &str) -> Result<Record, StoreError> {
-        Ok(self.read_json(&format!("deployments/{id}.json"))?.unwrap_or_default())
+        Ok(self
+            .read_json(&format!("deployments/{id}.json"))?
+            .unwrap_or_default())
     }
 
     /// Saves the record of deployment `id`.
@@ -307,7 +376,11 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
-        let text = format!("{}{}", bundle.key_pkcs8_pem.expose_secret(), bundle.chain_pem);
+        let text = format!(
+            "{}{}",
+            bundle.key_pkcs8_pem.expose_secret(),
+            bundle.chain_pem
+        );
         self.write_atomic(&format!("deployments/{id}.pem"), text.as_bytes())
     }
 
@@ -329,7 +402,11 @@ impl Store {
         const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
         const END: &str = "-----END PRIVATE KEY-----\n";
         let start = text.find(BEGIN).ok_or_else(|| corrupt("no private key"))?;
-        let end = text[start..].find(END).ok_or_else(|| corrupt("truncated private key"))? + start + END.len();
+        let end = text[start..]
+            .find(END)
+            .ok_or_else(|| corrupt("truncated private key"))?
+            + start
+            + END.len();
         let chain_pem = format!("{}{}", &text[..start], &text[end..]);
         if !chain_pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err(corrupt("no certificate"));
@@ -366,13 +443,18 @@ mod tests {
         assert_eq!(store.record("d1").unwrap(), rec);
         assert_eq!(store.record("nope").unwrap(), Record::default());
         let bundle = Bundle {
-            key_pkcs8_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_owned().into(),
+            key_pkcs8_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+                .to_owned()
+                .into(),
             chain_pem: "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n".into(),
         };
         store.save_bundle("d1", &bundle).unwrap();
         let back = store.bundle("d1").unwrap().unwrap();
         assert_eq!(back.chain_pem, bundle.chain_pem);
-        assert_eq!(back.key_pkcs8_pem.expose_secret(), bundle.key_pkcs8_pem.expose_secret());
+        assert_eq!(
+            back.key_pkcs8_pem.expose_secret(),
+            bundle.key_pkcs8_pem.expose_secret()
+        );
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("deployments")), 0o700);
@@ -389,14 +471,20 @@ mod tests {
         fs::write(tmp.path().join("deployments/x.json"), "{not json").unwrap();
         let e = store.record("x").unwrap_err();
         assert!(e.to_string().contains("corrupt"), "{e}");
-        assert_eq!(fs::read_to_string(tmp.path().join("deployments/x.json")).unwrap(), "{not json");
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("deployments/x.json")).unwrap(),
+            "{not json"
+        );
     }
 
     #[test]
     fn world_writable_state_dir_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(matches!(Store::open(tmp.path()), Err(StoreError::Insecure { .. })));
+        assert!(matches!(
+            Store::open(tmp.path()),
+            Err(StoreError::Insecure { .. })
+        ));
     }
 
     #[test]

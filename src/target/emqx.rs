@@ -79,19 +79,25 @@ pub enum EmqxError {
         account: String,
     },
     /// 403.
-    #[error("EMQX API key of [emqx.{account}] has no access to this deployment (403) — give the key access to its project")]
+    #[error(
+        "EMQX API key of [emqx.{account}] has no access to this deployment (403) — give the key access to its project"
+    )]
     Forbidden {
         /// Config section name.
         account: String,
     },
     /// 404.
-    #[error("EMQX API does not know this deployment (404) — check the deployment id (the ID, not the name) and [emqx.{account}] url")]
+    #[error(
+        "EMQX API does not know this deployment (404) — check the deployment id (the ID, not the name) and [emqx.{account}] url"
+    )]
     NotFound {
         /// Config section name.
         account: String,
     },
     /// 422.
-    #[error("EMQX API refused the certificate (422: {message}) — not retried; fix the cause and run again")]
+    #[error(
+        "EMQX API refused the certificate (422: {message}) — not retried; fix the cause and run again"
+    )]
     Rejected {
         /// The vendor's message.
         message: String,
@@ -117,7 +123,9 @@ pub enum EmqxError {
         detail: String,
     },
     /// `running` did not come in time.
-    #[error("certificate still {status} at the vendor after {waited:?} — check the deployment in the console; the next pass resumes waiting")]
+    #[error(
+        "certificate still {status} at the vendor after {waited:?} — check the deployment in the console; the next pass resumes waiting"
+    )]
     WaitTimeout {
         /// Last status seen.
         status: Status,
@@ -185,7 +193,11 @@ enum Method {
 impl EmqxClient {
     /// A client for `config`, charging `budget`.
     pub fn new(http: reqwest::Client, config: EmqxConfig, budget: Arc<Budget>) -> Self {
-        EmqxClient { http, config, budget }
+        EmqxClient {
+            http,
+            config,
+            budget,
+        }
     }
 
     fn limits(&self) -> Limits {
@@ -198,14 +210,32 @@ impl EmqxClient {
 
     /// Writes still affordable in the current window.
     pub fn writes_left(&self) -> u32 {
-        self.budget
-            .remaining(&self.config.key, self.limits(), Kind::Write, OffsetDateTime::now_utc())
+        self.budget.remaining(
+            &self.config.key,
+            self.limits(),
+            Kind::Write,
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    /// When the next write is affordable.
+    pub fn next_write_at(&self) -> OffsetDateTime {
+        self.budget.available_at(
+            &self.config.key,
+            self.limits(),
+            Kind::Write,
+            OffsetDateTime::now_utc(),
+        )
     }
 
     /// Reads still affordable in the current window.
     pub fn reads_left(&self) -> u32 {
-        self.budget
-            .remaining(&self.config.key, self.limits(), Kind::Read, OffsetDateTime::now_utc())
+        self.budget.remaining(
+            &self.config.key,
+            self.limits(),
+            Kind::Read,
+            OffsetDateTime::now_utc(),
+        )
     }
 
     /// `GET` the deployment's certificate state.
@@ -221,7 +251,12 @@ impl EmqxClient {
     ///
     /// # Errors
     /// See [`EmqxError`].
-    pub async fn deploy(&self, id: &str, create: bool, upload: &Upload<'_>) -> Result<TlsState, EmqxError> {
+    pub async fn deploy(
+        &self,
+        id: &str,
+        create: bool,
+        upload: &Upload<'_>,
+    ) -> Result<TlsState, EmqxError> {
         // Serializing a struct of strings cannot fail.
         let json = serde_json::to_vec(upload).expect("upload serializes");
         let method = if create { Method::Post } else { Method::Put };
@@ -252,8 +287,12 @@ impl EmqxClient {
             };
             match &state.status {
                 Status::Running => return Ok(state),
-                Status::Other(s) => tracing::warn!(deployment = id, status = %s, "unknown certificate status; still waiting"),
-                _ => tracing::debug!(deployment = id, status = %state.status, "waiting for running"),
+                Status::Other(s) => {
+                    tracing::warn!(deployment = id, status = %s, "unknown certificate status; still waiting")
+                }
+                _ => {
+                    tracing::debug!(deployment = id, status = %state.status, "waiting for running")
+                }
             }
             let now = tokio::time::Instant::now();
             if now + self.config.poll_interval > deadline {
@@ -267,7 +306,12 @@ impl EmqxClient {
     }
 
     /// One logical request with bounded retries of transient failures; returns the 2xx body.
-    async fn call(&self, method: Method, id: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, EmqxError> {
+    async fn call(
+        &self,
+        method: Method,
+        id: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, EmqxError> {
         let url = format!("{}/deployments/{id}/tls", self.config.url);
         let (kind, name) = match method {
             Method::Get => (Kind::Read, "GET"),
@@ -277,7 +321,12 @@ impl EmqxClient {
         let mut last = String::new();
         for attempt in 1..=MAX_ATTEMPTS {
             self.budget
-                .charge(&self.config.key, self.limits(), kind, OffsetDateTime::now_utc())
+                .charge(
+                    &self.config.key,
+                    self.limits(),
+                    kind,
+                    OffsetDateTime::now_utc(),
+                )
                 .map_err(|e| match e {
                     ChargeError::Exhausted(x) => EmqxError::Budget(x),
                     ChargeError::Store(s) => EmqxError::Store(s),
@@ -308,10 +357,24 @@ impl EmqxClient {
                     let text = read_limited(resp).await;
                     tracing::debug!(method = name, %url, status = status.as_u16(), "EMQX API answer");
                     match status.as_u16() {
-                        200..=299 => return text.map_err(|detail| EmqxError::BadResponse { detail }),
-                        401 => return Err(EmqxError::Unauthorized { account: self.config.name.clone() }),
-                        403 => return Err(EmqxError::Forbidden { account: self.config.name.clone() }),
-                        404 => return Err(EmqxError::NotFound { account: self.config.name.clone() }),
+                        200..=299 => {
+                            return text.map_err(|detail| EmqxError::BadResponse { detail });
+                        }
+                        401 => {
+                            return Err(EmqxError::Unauthorized {
+                                account: self.config.name.clone(),
+                            });
+                        }
+                        403 => {
+                            return Err(EmqxError::Forbidden {
+                                account: self.config.name.clone(),
+                            });
+                        }
+                        404 => {
+                            return Err(EmqxError::NotFound {
+                                account: self.config.name.clone(),
+                            });
+                        }
                         422 => {
                             return Err(EmqxError::Rejected {
                                 message: vendor_message(&text.unwrap_or_default()),
@@ -321,7 +384,10 @@ impl EmqxClient {
                             let wait = retry_after.unwrap_or(Duration::from_secs(60));
                             let until = OffsetDateTime::now_utc() + wait;
                             self.budget.block(&self.config.key, until)?;
-                            last = format!("{name} {url}: 429 Too Many Requests (Retry-After {}s)", wait.as_secs());
+                            last = format!(
+                                "{name} {url}: 429 Too Many Requests (Retry-After {}s)",
+                                wait.as_secs()
+                            );
                             if wait > MAX_RETRY_AFTER {
                                 return Err(EmqxError::Budget(crate::budget::Exhausted {
                                     key: self.config.key.clone(),
@@ -332,19 +398,26 @@ impl EmqxClient {
                             Some(wait)
                         }
                         s if s >= 500 => {
-                            last = format!("{name} {url}: HTTP {s} ({})", vendor_message(&text.unwrap_or_default()));
+                            last = format!(
+                                "{name} {url}: HTTP {s} ({})",
+                                vendor_message(&text.unwrap_or_default())
+                            );
                             None
                         }
                         s => {
                             return Err(EmqxError::BadResponse {
-                                detail: format!("{name} answered HTTP {s}: {}", vendor_message(&text.unwrap_or_default())),
+                                detail: format!(
+                                    "{name} answered HTTP {s}: {}",
+                                    vendor_message(&text.unwrap_or_default())
+                                ),
                             });
                         }
                     }
                 }
             };
             if attempt < MAX_ATTEMPTS {
-                let backoff = retry_in.unwrap_or_else(|| jittered(RETRY_BASE * 2u32.pow(attempt - 1)));
+                let backoff =
+                    retry_in.unwrap_or_else(|| jittered(RETRY_BASE * 2u32.pow(attempt - 1)));
                 tracing::warn!(method = name, %url, attempt, "EMQX API request failed ({last}); retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
             }
@@ -356,7 +429,8 @@ impl EmqxClient {
     }
 
     fn parse_state(&self, body: &[u8]) -> Result<TlsState, EmqxError> {
-        parse_state(body, self.config.expire_offset).map_err(|detail| EmqxError::BadResponse { detail })
+        parse_state(body, self.config.expire_offset)
+            .map_err(|detail| EmqxError::BadResponse { detail })
     }
 }
 
@@ -380,10 +454,15 @@ pub fn parse_state(body: &[u8], offset: time::UtcOffset) -> Result<TlsState, Str
             tracing::info!(field = %key, "EMQX API answered an undocumented field; ignored");
         }
     }
-    let tls_type = field("tlsType")?.or(field("tls_type")?).filter(|s| !s.is_empty()).map(str::to_owned);
+    let tls_type = field("tlsType")?
+        .or(field("tls_type")?)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
     let expire = match field("expire")?.filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(parse_expire(s, offset).ok_or_else(|| format!("`expire` {s:?} is not a date"))?),
+        Some(s) => {
+            Some(parse_expire(s, offset).ok_or_else(|| format!("`expire` {s:?} is not a date"))?)
+        }
     };
     let status = match field("status")?.map(str::to_ascii_lowercase).as_deref() {
         None | Some("") => Status::Absent,
@@ -391,7 +470,11 @@ pub fn parse_state(body: &[u8], offset: time::UtcOffset) -> Result<TlsState, Str
         Some("pending") => Status::Pending,
         Some(other) => Status::Other(other.to_owned()),
     };
-    Ok(TlsState { tls_type, expire, status })
+    Ok(TlsState {
+        tls_type,
+        expire,
+        status,
+    })
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in `offset`, or RFC 3339.
@@ -400,11 +483,17 @@ pub fn parse_expire(text: &str, offset: time::UtcOffset) -> Option<OffsetDateTim
         return Some(t);
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::PrimitiveDateTime::parse(text, &fmt).ok().map(|t| t.assume_offset(offset))
+    time::PrimitiveDateTime::parse(text, &fmt)
+        .ok()
+        .map(|t| t.assume_offset(offset))
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let value = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let value = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     if let Ok(secs) = value.trim().parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -417,7 +506,9 @@ fn httpdate_parse(value: &str) -> Option<OffsetDateTime> {
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    time::PrimitiveDateTime::parse(value.trim(), &fmt).ok().map(|t| t.assume_utc())
+    time::PrimitiveDateTime::parse(value.trim(), &fmt)
+        .ok()
+        .map(|t| t.assume_utc())
 }
 
 async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
@@ -478,8 +569,11 @@ mod tests {
 
     #[test]
     fn documented_answer_parses() {
-        let s = parse_state(br#"{"expire":"2034-05-22 02:43:21","status":"running","tlsType":"one-way"}"#, offset!(UTC))
-            .unwrap();
+        let s = parse_state(
+            br#"{"expire":"2034-05-22 02:43:21","status":"running","tlsType":"one-way"}"#,
+            offset!(UTC),
+        )
+        .unwrap();
         assert_eq!(s.expire, Some(datetime!(2034-05-22 02:43:21 UTC)));
         assert_eq!(s.status, Status::Running);
         assert_eq!(s.tls_type.as_deref(), Some("one-way"));
@@ -500,14 +594,24 @@ mod tests {
     #[test]
     fn no_certificate_and_rfc3339_and_unknown_status() {
         assert_eq!(parse_state(b"{}", offset!(UTC)).unwrap().expire, None);
-        let s = parse_state(br#"{"expire":"2034-05-22T02:43:21Z","status":"failed"}"#, offset!(UTC)).unwrap();
+        let s = parse_state(
+            br#"{"expire":"2034-05-22T02:43:21Z","status":"failed"}"#,
+            offset!(UTC),
+        )
+        .unwrap();
         assert_eq!(s.expire, Some(datetime!(2034-05-22 02:43:21 UTC)));
         assert_eq!(s.status, Status::Other("failed".into()));
     }
 
     #[test]
     fn malformed_answers_are_errors_not_panics() {
-        for body in [&b"not json"[..], b"[]", br#"{"expire": 5}"#, br#"{"expire":"tomorrow"}"#, b"\xff\xfe"] {
+        for body in [
+            &b"not json"[..],
+            b"[]",
+            br#"{"expire": 5}"#,
+            br#"{"expire":"tomorrow"}"#,
+            b"\xff\xfe",
+        ] {
             assert!(parse_state(body, offset!(UTC)).is_err(), "{body:?}");
         }
     }
@@ -522,11 +626,17 @@ mod tests {
         };
         assert!(!format!("{u:?}").contains("secret"));
         let json = serde_json::to_string(&u).unwrap();
-        assert!(json.contains(r#""tlsType":"one-way""#) && !json.contains("cacert"), "{json}");
+        assert!(
+            json.contains(r#""tlsType":"one-way""#) && !json.contains("cacert"),
+            "{json}"
+        );
     }
 
     #[test]
     fn http_dates_parse() {
-        assert_eq!(httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"), Some(datetime!(1994-11-06 08:49:37 UTC)));
+        assert_eq!(
+            httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(datetime!(1994-11-06 08:49:37 UTC))
+        );
     }
 }
