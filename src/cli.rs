@@ -335,7 +335,10 @@ fn run(path: PathBuf, config: Config) -> u8 {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");
-            EXIT_FAILED
+            match e {
+                daemon::DaemonError::Setup(renew::RenewError::Config(_)) => EXIT_USAGE,
+                _ => EXIT_FAILED,
+            }
         }
     }
 }
@@ -427,6 +430,14 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
+    if let Err(e) = runtime.block_on(agent.check_profiles()) {
+        eprintln!("error: {}: {e}", agent.config().path.display());
+        return if matches!(e, renew::RenewError::Config(_)) {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILED
+        };
+    }
     let reports = runtime.block_on(agent.pass(only, now, &stop));
     let mut code = EXIT_OK;
     for report in reports {

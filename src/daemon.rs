@@ -88,6 +88,7 @@ pub async fn run(
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut agent = build(config)?;
+    agent.check_profiles().await?;
     let (trigger, stop) = shutdown::channel();
 
     if let Some(every) = Notifier::watchdog_interval() {

@@ -655,6 +655,36 @@ impl Agent {
         )))
     }
 
+    /// Checks, when any ACME profile is configured, that the CA offers it: a missing profile is a config
+    /// error at start rather than a failed order later. Costs one directory request, and only then.
+    ///
+    /// # Errors
+    /// [`RenewError::Config`] naming the profile and what the CA offers; the CA being unreachable.
+    pub async fn check_profiles(&self) -> Result<(), RenewError> {
+        let wanted: Vec<&str> = self
+            .config
+            .deployments
+            .iter()
+            .filter_map(|d| self.profile(d))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let offered = self.acme().await?.profiles();
+        match wanted.iter().find(|p| !offered.iter().any(|o| o == *p)) {
+            None => Ok(()),
+            Some(missing) => Err(RenewError::Config(format!(
+                "ACME profile `{missing}` is not offered by {} (offered: {}) — fix `profile` in [acme] or the [[deployment]]",
+                self.config.acme.directory,
+                if offered.is_empty() {
+                    "none".to_owned()
+                } else {
+                    offered.join(", ")
+                }
+            ))),
+        }
+    }
+
     fn profile<'a>(&'a self, d: &'a Deployment) -> Option<&'a str> {
         d.profile.as_deref().or(self.config.acme.profile.as_deref())
     }
