@@ -151,6 +151,7 @@ pub enum KeyType {
     /// ECDSA on P-384 with SHA-384.
     EcdsaP384,
     /// RSA 2048 with SHA-256.
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
 }
 
@@ -1103,6 +1104,25 @@ secret = "s3cret"
         let e = parse(&base("[schedule]\ncron = \"every day\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n"))
             .unwrap_err();
         assert_eq!(e.position, Some((14, 8)), "{e}");
+    }
+
+    #[test]
+    fn key_types_use_the_documented_spelling() {
+        for (text, kt) in [
+            ("ecdsa-p256", KeyType::EcdsaP256),
+            ("ecdsa-p384", KeyType::EcdsaP384),
+            ("rsa-2048", KeyType::Rsa2048),
+        ] {
+            let c = parse(
+                &base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n").replace(
+                    "directory = \"letsencrypt-staging\"",
+                    &format!("directory = \"letsencrypt-staging\"\nkey_type = \"{text}\""),
+                ),
+            )
+            .unwrap();
+            assert_eq!(c.acme.key_type, kt);
+            assert_eq!(kt.to_string(), text);
+        }
     }
 
     #[test]
