@@ -38,6 +38,17 @@ pub const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 /// First poll delay of an order; doubles up to the CA's `Retry-After` or the timeout.
 const FIRST_POLL: Duration = Duration::from_millis(50);
 const ACCOUNTS_FILE: &str = "account.json";
+/// How often the certificate download after finalization is tried.
+const DOWNLOAD_ATTEMPTS: u32 = 5;
+/// First pause between attempts of a transient failure; doubles each time.
+pub const RETRY_BASE: Duration = Duration::from_millis(500);
+/// Largest ACME response body accepted (certificate chains are a few KiB).
+const MAX_ACME_BODY: usize = 1024 * 1024;
+
+/// Exponential backoff with ±25 % jitter for attempt `n` (1-based).
+pub fn backoff(n: u32) -> Duration {
+    (RETRY_BASE * 2u32.saturating_pow(n.saturating_sub(1))).mul_f64(rand::random_range(0.75..1.25))
+}
 
 /// What failed while obtaining a certificate.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +63,8 @@ pub enum AcmeError {
         action: &'static str,
         /// Error chain (never secret: requests are signed, not authenticated with secrets).
         detail: String,
+        /// Whether trying again soon may succeed (network trouble, badNonce, serverInternal).
+        transient: bool,
     },
     /// DNS-01 validation failed for a name.
     #[error(
@@ -74,6 +87,45 @@ pub enum AcmeError {
     /// The account file could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl AcmeError {
+    /// Returns true if and only if trying again shortly may succeed: the CA or the network hiccuped, or the
+    /// DNS server was unreachable. Validation failures are never transient (Let's Encrypt allows five failed
+    /// validations per name per hour).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AcmeError::Ca { transient, .. } => *transient,
+            AcmeError::Dns(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an instant-acme error may heal by itself.
+fn transient(e: &instant_acme::Error) -> bool {
+    match e {
+        instant_acme::Error::Api(problem) => {
+            matches!(
+                problem.r#type.as_deref(),
+                Some(
+                    "urn:ietf:params:acme:error:badNonce"
+                        | "urn:ietf:params:acme:error:serverInternal"
+                )
+            ) || problem.status.is_some_and(|s| s >= 500)
+        }
+        instant_acme::Error::Other(_) | instant_acme::Error::Timeout(_) => true,
+        _ => false,
+    }
+}
+
+fn ca_error(directory: &str, action: &'static str, e: instant_acme::Error) -> AcmeError {
+    AcmeError::Ca {
+        directory: directory.to_owned(),
+        action,
+        transient: transient(&e),
+        detail: crate::target::emqx::error_chain(&e),
+    }
 }
 
 /// Persisted accounts, one per directory URL, so switching CAs never discards an account key.
@@ -112,17 +164,14 @@ impl AcmeClient {
         let directory = directory.to_owned();
         let ca_err = |action: &'static str| {
             let directory = directory.clone();
-            move |e: instant_acme::Error| AcmeError::Ca {
-                directory,
-                action,
-                detail: crate::target::emqx::error_chain(&e),
-            }
+            move |e: instant_acme::Error| ca_error(&directory, action, e)
         };
         let http =
             AcmeHttp::new(config.trust_roots.as_deref()).map_err(|detail| AcmeError::Ca {
                 directory: directory.clone(),
                 action: "setting up HTTPS",
                 detail,
+                transient: false,
             })?;
         let mut accounts: Accounts = store.read_json(ACCOUNTS_FILE)?.unwrap_or_default();
         if let Some(creds) = accounts.accounts.get(&directory) {
@@ -191,11 +240,11 @@ impl AcmeClient {
                 retry,
             ))),
             Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-            Err(e) => Err(AcmeError::Ca {
-                directory: self.directory.clone(),
-                action: "fetching the renewal window (ARI)",
-                detail: crate::target::emqx::error_chain(&e),
-            }),
+            Err(e) => Err(ca_error(
+                &self.directory,
+                "fetching the renewal window (ARI)",
+                e,
+            )),
         }
     }
 
@@ -236,11 +285,7 @@ impl AcmeClient {
         presented: &mut Vec<TxtRecord>,
     ) -> Result<Bundle, AcmeError> {
         let ca_err = |action: &'static str| {
-            move |e: instant_acme::Error| AcmeError::Ca {
-                directory: self.directory.clone(),
-                action,
-                detail: crate::target::emqx::error_chain(&e),
-            }
+            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
         };
         let identifiers: Vec<Identifier> =
             domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
@@ -292,6 +337,7 @@ impl AcmeClient {
                         directory: self.directory.clone(),
                         action: "authorizing",
                         detail: format!("an authorization is {other:?}; retry later"),
+                        transient: false,
                     });
                 }
             }
@@ -302,6 +348,7 @@ impl AcmeClient {
                         directory: self.directory.clone(),
                         action: "authorizing",
                         detail: "the CA offers no dns-01 challenge".into(),
+                        transient: false,
                     })?;
             let name = challenge.identifier().to_string();
             let record = TxtRecord::for_domain(&name, challenge.key_authorization().dns_value());
@@ -344,6 +391,7 @@ impl AcmeClient {
                     directory: self.directory.clone(),
                     action: "waiting for validation",
                     detail: format!("the order became {s:?}"),
+                    transient: false,
                 },
             });
         }
@@ -354,10 +402,23 @@ impl AcmeClient {
             .finalize_csr(&csr)
             .await
             .map_err(ca_err("finalizing the order"))?;
-        let chain_pem = order
-            .poll_certificate(&policy)
-            .await
-            .map_err(ca_err("downloading the certificate"))?;
+        // The CA may have issued by now: a hiccup from here on is retried on this order, never with a new one,
+        // so that no second certificate is issued for the same renewal.
+        let mut attempt = 1;
+        let chain_pem = loop {
+            match order.poll_certificate(&policy).await {
+                Ok(chain) => break chain,
+                Err(e) if transient(&e) && attempt < DOWNLOAD_ATTEMPTS => {
+                    let wait = backoff(attempt);
+                    tracing::warn!(
+                        "downloading the certificate failed ({e}); retrying in {wait:?}"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(ca_err("downloading the certificate")(e)),
+            }
+        };
         tracing::info!(names = %domains.join(","), "certificate issued");
         Ok(Bundle {
             key_pkcs8_pem: key,
@@ -432,13 +493,30 @@ impl HttpClient for AcmeHttp {
             };
             let req = reqwest::Request::try_from(http::Request::from_parts(parts, bytes))
                 .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
-            let resp = client
+            let mut resp = client
                 .execute(req)
                 .await
                 .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
-            Ok(BytesResponse::from(http::Response::<reqwest::Body>::from(
-                resp,
-            )))
+            // Read the body here, bounded, so a misbehaving server cannot make the agent buffer without limit.
+            let status = resp.status();
+            let headers = std::mem::take(resp.headers_mut());
+            let mut body = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?
+            {
+                if body.len() + chunk.len() > MAX_ACME_BODY {
+                    return Err(instant_acme::Error::Other(
+                        format!("ACME response body larger than {MAX_ACME_BODY} bytes").into(),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut out = http::Response::new(http_body_util::Full::new(Bytes::from(body)));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            Ok(BytesResponse::from(out))
         })
     }
 }

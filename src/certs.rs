@@ -265,6 +265,59 @@ pub fn validate(
     Ok(info)
 }
 
+/// The SubjectPublicKeyInfo (DER) of a certificate.
+///
+/// # Errors
+/// [`CertError::BadPem`] when the DER is not a certificate.
+pub fn spki(der: &[u8]) -> Result<Vec<u8>, CertError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::BadPem {
+        what: "certificate",
+        detail: e.to_string(),
+    })?;
+    Ok(cert.public_key().raw.to_vec())
+}
+
+/// Checks that the leaf's key algorithm (EC or RSA) is the one of the certificate that issued it, as EMQX's
+/// docs require.
+///
+/// # Errors
+/// [`CertError::Invalid`] naming both algorithms; a bundle without an issuer passes.
+pub fn check_issuer_key_match(bundle: &Bundle) -> Result<(), CertError> {
+    let ders = parse_pem_certs(bundle.chain_pem.as_bytes())?;
+    let alg = |der: &[u8]| -> Result<String, CertError> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::BadPem {
+            what: "certificate",
+            detail: e.to_string(),
+        })?;
+        Ok(
+            match cert
+                .public_key()
+                .algorithm
+                .algorithm
+                .to_id_string()
+                .as_str()
+            {
+                "1.2.840.10045.2.1" => "ECDSA".to_owned(),
+                "1.2.840.113549.1.1.1" => "RSA".to_owned(),
+                other => other.to_owned(),
+            },
+        )
+    };
+    match (ders.first(), ders.get(1)) {
+        (Some(leaf), Some(issuer)) => {
+            let (l, i) = (alg(leaf)?, alg(issuer)?);
+            if l == i {
+                Ok(())
+            } else {
+                Err(CertError::Invalid(format!(
+                    "the leaf's key is {l} but its issuer's is {i}"
+                )))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// EMQX accepts RSA 1024/2048 and ECDSA P-256/P-384 leaves only.
 fn check_key_type(leaf: &X509Certificate<'_>) -> Result<(), CertError> {
     use x509_parser::public_key::PublicKey;

@@ -37,6 +37,10 @@ pub const DEFAULT_GET_LIMIT: u32 = 60;
 pub const DEFAULT_WRITE_LIMIT: u32 = 6;
 /// Default longest time between two inspections of a deployment whose renewal is not near.
 pub const DEFAULT_INSPECT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The vendor refuses certificates with less validity left than this (its docs: "within 60 days").
+pub const DEFAULT_IMPORT_MINIMUM: Duration = Duration::from_secs(60 * 24 * 3600);
+/// Default time the deployment's endpoint may take to serve a new certificate.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The vendor's rate-limit window.
 pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// Default daemon schedule (`cron` crate syntax, with seconds): every six hours.
@@ -217,8 +221,25 @@ pub struct EmqxConfig {
     pub write_limit: u32,
     /// Longest time between two `GET`s of a deployment whose renewal is not near, to notice outside changes.
     pub inspect_interval: Duration,
+    /// A certificate with less than this left is not pushed: the vendor refuses to import it ("within 60 days
+    /// before ... the end of the validity period").
+    pub import_minimum: Duration,
+    /// What to do when the leaf's key algorithm differs from its issuer's, which EMQX's docs forbid.
+    pub issuer_key_match: IssuerKeyMatch,
     /// The vendor's rate-limit window.
     pub rate_window: Duration,
+}
+
+/// The vendor documents that the leaf's key algorithm must match the issuing CA's. Some CAs (Pebble, and
+/// Let's Encrypt for RSA accounts in the past) sign ECDSA leaves with RSA intermediates, so the check can warn
+/// or refuse the push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuerKeyMatch {
+    /// Log a warning and push anyway (default: the rule's wording is ambiguous and untestable here).
+    Warn,
+    /// Refuse to push; the renewal fails with a clear error before spending a write.
+    Enforce,
 }
 
 /// TLS mode of a deployment.
@@ -267,6 +288,12 @@ pub struct Deployment {
     pub renew_before: Option<Duration>,
     /// ACME profile for this deployment's orders (overrides `[acme] profile`).
     pub profile: Option<String>,
+    /// host:port of the deployment's TLS listener, checked after `running` to serve the pushed certificate.
+    pub endpoint: Option<String>,
+    /// SNI for that check (default: the first non-wildcard domain).
+    pub endpoint_sni: Option<String>,
+    /// How long the endpoint may take to serve the new certificate.
+    pub verify_timeout: Duration,
 }
 
 mod raw {
@@ -339,6 +366,8 @@ mod raw {
         pub write_limit: Option<u32>,
         pub rate_window: Option<Spanned<String>>,
         pub inspect_interval: Option<Spanned<String>>,
+        pub import_minimum: Option<Spanned<String>>,
+        pub issuer_key_match: Option<IssuerKeyMatch>,
     }
 
     #[derive(Deserialize)]
@@ -352,6 +381,9 @@ mod raw {
         pub client_ca_file: Option<Spanned<String>>,
         pub renew_before: Option<Spanned<String>>,
         pub profile: Option<String>,
+        pub endpoint: Option<Spanned<String>>,
+        pub endpoint_sni: Option<String>,
+        pub verify_timeout: Option<Spanned<String>>,
     }
 }
 
@@ -684,6 +716,8 @@ impl Loader<'_> {
             write_limit: raw.write_limit.unwrap_or(DEFAULT_WRITE_LIMIT),
             rate_window: self.duration(&raw.rate_window, DEFAULT_RATE_WINDOW)?,
             inspect_interval: self.duration(&raw.inspect_interval, DEFAULT_INSPECT_INTERVAL)?,
+            import_minimum: self.duration(&raw.import_minimum, DEFAULT_IMPORT_MINIMUM)?,
+            issuer_key_match: raw.issuer_key_match.unwrap_or(IssuerKeyMatch::Warn),
         })
     }
 
@@ -809,6 +843,14 @@ impl Loader<'_> {
                 Some(_) => Some(self.duration(&raw.renew_before, Duration::ZERO)?),
             },
             profile: raw.profile,
+            endpoint: match &raw.endpoint {
+                Some(e) if !e.get_ref().contains(':') => {
+                    return Err(self.err_at(e.span(), format!("deployment {}: endpoint must be host:port, e.g. \"mqtt.example.com:8883\"", raw.id.get_ref())));
+                }
+                other => other.as_ref().map(|e| e.get_ref().clone()),
+            },
+            endpoint_sni: raw.endpoint_sni,
+            verify_timeout: self.duration(&raw.verify_timeout, DEFAULT_VERIFY_TIMEOUT)?,
         })
     }
 }

@@ -18,6 +18,7 @@
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`target`]: the deployment targets (the EMQX TLS API).
 //! - [`renew`]: one pass over the deployments, resumable from the persisted step.
+//! - [`verify`]: after `running`, the deployment's endpoint must serve the pushed certificate.
 //! - [`daemon`]: `certkeeper run`: cron ticks with jitter, signals, sd_notify ([`notify`], [`shutdown`]).
 #![warn(missing_docs)]
 
@@ -33,3 +34,4 @@ pub mod shutdown;
 pub mod solver;
 pub mod store;
 pub mod target;
+pub mod verify;

@@ -4,5 +4,7 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    // Reads FAILPOINTS for the crash tests; inert unless built with the `failpoints` feature.
+    let _failpoints = fail::FailScenario::setup();
     cli::main()
 }

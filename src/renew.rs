@@ -53,6 +53,9 @@ pub enum RenewError {
     /// The configuration does not fit what the vendor reports.
     #[error("{0}")]
     Config(String),
+    /// The deployment's endpoint does not serve the pushed certificate.
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
     /// The process is stopping; everything done so far is persisted and the next pass resumes.
     #[error("interrupted by shutdown before {0}; the next pass resumes from there")]
     Interrupted(&'static str),
@@ -366,7 +369,7 @@ impl Agent {
         let ari = record.ari.as_ref().map(|a| a.chosen);
         plan::plan(
             record.expire,
-            self.active_cert(record),
+            self.active_cert(record).or(record.served.as_ref()),
             d.renew_before,
             ari,
             now,
@@ -414,44 +417,58 @@ impl Agent {
         let now = OffsetDateTime::now_utc();
 
         // Resume a certificate an earlier pass issued or pushed but did not see running.
-        match record.step {
-            Some(Step::Pushed) if self.dry_run => {
+        if record.step == Some(Step::Pushed) {
+            if self.dry_run {
                 return Ok(Done::DryRun(
                     "would resume waiting for the pushed certificate to run".into(),
                 ));
             }
-            Some(Step::Pushed) => {
-                tracing::info!("resuming: waiting for the certificate pushed by an earlier pass");
-                return self.wait_and_record(d, emqx, &mut record, stop).await;
-            }
-            Some(Step::Issued) => {
-                if let Some(bundle) = self.store.bundle(&d.id)? {
-                    match certs::validate(&bundle, &d.domains, now) {
-                        Ok(_) if self.dry_run => {
-                            return Ok(Done::DryRun(
-                                "would push the certificate issued by an earlier pass".into(),
-                            ));
-                        }
-                        Ok(_) => {
-                            tracing::info!(
-                                "resuming: pushing the certificate issued by an earlier pass"
-                            );
-                            let tls_type = self.tls_type(d, record.tls_type.as_deref())?;
-                            return self
-                                .push(d, emqx, &mut record, &bundle, tls_type, stop)
-                                .await;
-                        }
-                        Err(e) => tracing::warn!(
-                            "the saved certificate is no longer usable ({e}); issuing a new one"
-                        ),
+            tracing::info!("resuming: waiting for the certificate pushed by an earlier pass");
+            return self.wait_and_record(d, emqx, &mut record, stop).await;
+        }
+        if record.step == Some(Step::Active) && d.endpoint.is_some() && !self.dry_run {
+            tracing::info!(
+                "resuming: checking the endpoint serves the certificate made active by an earlier pass"
+            );
+            self.verify_endpoint(d, &mut record).await?;
+        }
+        // A saved bundle is the certificate in flight, whatever the record says: a crash may have come between
+        // saving the bundle and recording the step, and issuing again would waste a certificate.
+        if let Some(bundle) = self.store.bundle(&d.id)? {
+            match self.check_pushable(d, &bundle, now) {
+                Ok(_) if self.dry_run => {
+                    return Ok(Done::DryRun(
+                        "would push the certificate issued by an earlier pass".into(),
+                    ));
+                }
+                Ok(info) => {
+                    tracing::info!("resuming: pushing the certificate issued by an earlier pass");
+                    if record.step != Some(Step::Issued)
+                        || record.cert.as_ref().is_none_or(|c| c.serial != info.serial)
+                    {
+                        record.create = record.expire.is_none() && record.step.is_none();
+                        record.step = Some(Step::Issued);
+                        record.cert = Some(cert_record(&bundle, info, d));
+                        self.store.save_record(&d.id, &record)?;
+                    }
+                    let tls_type = self.tls_type(d, record.tls_type.as_deref())?;
+                    return self
+                        .push(d, emqx, &mut record, &bundle, tls_type, stop)
+                        .await;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "the saved certificate is no longer usable ({e}); issuing a new one"
+                    );
+                    if !self.dry_run {
+                        self.store.remove_bundle(&d.id)?;
                     }
                 }
-                if !self.dry_run {
-                    record.step = None;
-                    self.store.save_record(&d.id, &record)?;
-                }
             }
-            Some(Step::Active) | None => {}
+        }
+        if record.step == Some(Step::Issued) && !self.dry_run {
+            record.step = None;
+            self.store.save_record(&d.id, &record)?;
         }
 
         if let Err(e) = self.refresh_ari(&mut record, now).await {
@@ -500,6 +517,9 @@ impl Agent {
         record.expire = state.expire;
         record.tls_type = state.tls_type.clone();
         record.last_inspect = Some(OffsetDateTime::now_utc());
+        if self.active_cert(&record).is_none() {
+            record.served = self.learn_served(d, state.expire).await;
+        }
         if !self.dry_run {
             self.store.save_record(&d.id, &record)?;
         }
@@ -540,7 +560,7 @@ impl Agent {
             .and(self.active_cert(&record))
             .and_then(|c| c.leaf_pem.clone());
         let bundle = self.issue(d, replaces.as_deref()).await?;
-        let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
+        let info = self.check_pushable(d, &bundle, OffsetDateTime::now_utc())?;
         if info.not_after - info.not_before < VENDOR_IMPORT_MINIMUM {
             tracing::warn!(
                 days = (info.not_after - info.not_before).whole_days(),
@@ -548,17 +568,13 @@ impl Agent {
             );
         }
         self.store.save_bundle(&d.id, &bundle)?;
+        fail::fail_point!("issued-saved");
         record.step = Some(Step::Issued);
         record.create = create;
         record.ari = None;
-        record.cert = Some(CertRecord {
-            serial: info.serial,
-            not_before: info.not_before,
-            not_after: info.not_after,
-            domains: d.domains.clone(),
-            leaf_pem: leaf_pem(&bundle.chain_pem),
-        });
+        record.cert = Some(cert_record(&bundle, info, d));
         self.store.save_record(&d.id, &record)?;
+        fail::fail_point!("issued-recorded");
         self.push(d, emqx, &mut record, &bundle, tls_type, stop)
             .await
     }
@@ -724,16 +740,15 @@ impl Agent {
                 )));
             }
         }
-        let solver: &dyn Dns01Solver = &self.solvers[&d.dns];
-        Ok(acme
-            .issue(
-                &d.domains,
-                self.config.acme.key_type,
-                solver,
-                profile,
-                replaces,
-            )
-            .await?)
+        issue_with_retries(
+            acme,
+            &d.domains,
+            self.config.acme.key_type,
+            &self.solvers[&d.dns],
+            profile,
+            replaces,
+        )
+        .await
     }
 
     /// The TLS type to push: the configured one, else the one the vendor reports, else one-way.
@@ -790,8 +805,10 @@ impl Agent {
         };
         tracing::info!(method = if record.create { "POST" } else { "PUT" }, %tls_type, "pushing the certificate");
         emqx.deploy(&d.id, record.create, &upload).await?;
+        fail::fail_point!("push-accepted");
         record.step = Some(Step::Pushed);
         self.store.save_record(&d.id, record)?;
+        fail::fail_point!("pushed-recorded");
         self.wait_and_record(d, emqx, record, stop).await
     }
 
@@ -803,9 +820,18 @@ impl Agent {
         stop: &Shutdown,
     ) -> Result<Done, RenewError> {
         // Waiting only reads: it may be abandoned at any moment, the step `Pushed` is already saved.
-        let state: TlsState = tokio::select! {
-            state = emqx.wait_active(&d.id) => state?,
+        let waited = tokio::select! {
+            state = emqx.wait_active(&d.id) => state,
             () = stop.wait() => return Err(RenewError::Interrupted("the vendor reported running")),
+        };
+        let state: TlsState = match waited {
+            Err(e @ EmqxError::NotApplied { .. }) => {
+                // The bundle is still saved: step back so the next pass pushes the same certificate again.
+                record.step = Some(Step::Issued);
+                self.store.save_record(&d.id, record)?;
+                return Err(e.into());
+            }
+            other => other?,
         };
         let cert = record.cert.clone().ok_or_else(|| {
             RenewError::Config("the record of the pushed certificate is missing".into())
@@ -823,12 +849,121 @@ impl Agent {
         record.expire = Some(cert.not_after);
         record.create = false;
         self.store.save_record(&d.id, record)?;
+        fail::fail_point!("active-recorded");
         self.store.remove_bundle(&d.id)?;
         tracing::info!(serial = %cert.serial, expires = %day(cert.not_after), "certificate running");
+        self.verify_endpoint(d, record).await?;
         Ok(Done::Renewed {
             expires: cert.not_after,
             serial: cert.serial,
         })
+    }
+
+    /// With `endpoint` configured: waits until it serves the active certificate, then records `verified`.
+    async fn verify_endpoint(&self, d: &Deployment, record: &mut Record) -> Result<(), RenewError> {
+        let (Some(endpoint), Some(cert)) = (&d.endpoint, record.cert.clone()) else {
+            return Ok(());
+        };
+        let spki = cert
+            .leaf_pem
+            .as_deref()
+            .and_then(|pem| certs::parse_pem_certs(pem.as_bytes()).ok())
+            .and_then(|ders| ders.into_iter().next())
+            .and_then(|der| certs::spki(&der).ok())
+            .ok_or_else(|| {
+                RenewError::Config(
+                    "the record lacks the pushed leaf; cannot verify the endpoint".into(),
+                )
+            })?;
+        let sni = sni(d);
+        tracing::info!(
+            endpoint,
+            sni,
+            "checking that the endpoint serves the new certificate"
+        );
+        crate::verify::wait_served(endpoint, &sni, &cert.serial, &spki, d.verify_timeout).await?;
+        record.step = Some(Step::Verified);
+        self.store.save_record(&d.id, record)?;
+        tracing::info!(endpoint, serial = %cert.serial, "the endpoint serves the new certificate");
+        Ok(())
+    }
+
+    /// With `endpoint` configured, reads the certificate the deployment serves from a handshake: when it is the
+    /// one `expire` describes, its lifetime is known and the lifetime rule can plan its renewal.
+    async fn learn_served(
+        &self,
+        d: &Deployment,
+        expire: Option<OffsetDateTime>,
+    ) -> Option<CertRecord> {
+        let (endpoint, expire) = (d.endpoint.as_deref()?, expire?);
+        match crate::verify::served_leaf(endpoint, &sni(d)).await {
+            Ok(served) if (served.not_after - expire).abs() <= time::Duration::days(1) => {
+                Some(CertRecord {
+                    serial: served.serial,
+                    not_before: served.not_before,
+                    not_after: served.not_after,
+                    domains: Vec::new(),
+                    leaf_pem: None,
+                })
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(endpoint, "cannot read the served certificate: {e}");
+                None
+            }
+        }
+    }
+
+    /// Checks that go beyond a well-formed bundle: what the vendor will accept.
+    fn check_pushable(
+        &self,
+        d: &Deployment,
+        bundle: &Bundle,
+        now: OffsetDateTime,
+    ) -> Result<certs::LeafInfo, RenewError> {
+        let info = certs::validate(bundle, &d.domains, now)?;
+        let emqx = &self.config.emqx[&d.emqx];
+        let left = info.not_after - now;
+        if left < time::Duration::try_from(emqx.import_minimum).unwrap_or(time::Duration::MAX) {
+            return Err(CertError::Invalid(format!(
+                "the certificate has {} days left, less than the vendor's import minimum of {} days — a CA with \
+                 shorter lifetimes cannot serve EMQX; lower [emqx.{}] import_minimum only if your plan accepts it",
+                left.whole_days(),
+                emqx.import_minimum.as_secs() / 86400,
+                d.emqx
+            ))
+            .into());
+        }
+        if let Err(e) = certs::check_issuer_key_match(bundle) {
+            match emqx.issuer_key_match {
+                crate::config::IssuerKeyMatch::Enforce => return Err(e.into()),
+                crate::config::IssuerKeyMatch::Warn => {
+                    tracing::warn!("{e}; EMQX's docs require them to match")
+                }
+            }
+        }
+        Ok(info)
+    }
+}
+
+/// SNI for the endpoint check: `endpoint_sni`, else the first non-wildcard name, else the wildcard's base.
+fn sni(d: &Deployment) -> String {
+    d.endpoint_sni.clone().unwrap_or_else(|| {
+        d.domains
+            .iter()
+            .find(|n| !n.starts_with("*."))
+            .cloned()
+            .unwrap_or_else(|| d.domains[0].trim_start_matches("*.").to_owned())
+    })
+}
+
+fn cert_record(bundle: &Bundle, info: certs::LeafInfo, d: &Deployment) -> CertRecord {
+    CertRecord {
+        serial: info.serial,
+        not_before: info.not_before,
+        not_after: info.not_after,
+        domains: d.domains.clone(),
+        leaf_pem: leaf_pem(&bundle.chain_pem),
     }
 }
 
@@ -837,4 +972,38 @@ fn leaf_pem(chain: &str) -> Option<String> {
     const END: &str = "-----END CERTIFICATE-----";
     let end = chain.find(END)? + END.len();
     Some(format!("{}\n", chain[..end].trim_start()))
+}
+
+/// How many orders one renewal may place when the CA or DNS fail transiently (each a new order, never a
+/// second certificate: failures after finalization are retried on the same order inside [`AcmeClient::issue`]).
+pub const ACME_ATTEMPTS: u32 = 4;
+
+async fn issue_with_retries(
+    acme: &AcmeClient,
+    domains: &[String],
+    key_type: crate::config::KeyType,
+    solver: &Rfc2136Solver,
+    profile: Option<&str>,
+    replaces: Option<&str>,
+) -> Result<Bundle, RenewError> {
+    let solver: &dyn Dns01Solver = solver;
+    let mut attempt = 1;
+    loop {
+        match acme
+            .issue(domains, key_type, solver, profile, replaces)
+            .await
+        {
+            Ok(bundle) => return Ok(bundle),
+            Err(e) if e.is_transient() && attempt < ACME_ATTEMPTS => {
+                let wait = crate::acme::backoff(attempt);
+                tracing::warn!(
+                    attempt,
+                    "obtaining the certificate failed ({e}); trying again in {wait:?}"
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

@@ -80,6 +80,8 @@ pub enum Step {
     Pushed,
     /// The vendor reports the pushed certificate `running`.
     Active,
+    /// The deployment's endpoint serves it (only with `endpoint` configured).
+    Verified,
 }
 
 /// What the agent knows about a certificate it pushed.
@@ -161,6 +163,10 @@ pub struct Record {
     pub tls_type: Option<String>,
     /// Last pass outcome.
     pub last: Option<Outcome>,
+    /// The certificate the deployment's endpoint served when the agent had not pushed one: its lifetime
+    /// makes the plan better than "30 days before expiry".
+    #[serde(default)]
+    pub served: Option<CertRecord>,
     /// When the vendor was last asked (`GET`).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_inspect: Option<OffsetDateTime>,

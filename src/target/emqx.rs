@@ -122,6 +122,14 @@ pub enum EmqxError {
         /// What was wrong.
         detail: String,
     },
+    /// The vendor reports a status other than running/pending after a push.
+    #[error(
+        "EMQX reports status {status:?} for the pushed certificate (not running) — it was not applied; the next pass pushes it again; check the deployment in the console"
+    )]
+    NotApplied {
+        /// The status verbatim.
+        status: String,
+    },
     /// `running` did not come in time.
     #[error(
         "certificate still {status} at the vendor after {waited:?} — check the deployment in the console; the next pass resumes waiting"
@@ -287,9 +295,9 @@ impl EmqxClient {
             };
             match &state.status {
                 Status::Running => return Ok(state),
-                Status::Other(s) => {
-                    tracing::warn!(deployment = id, status = %s, "unknown certificate status; still waiting")
-                }
+                // The docs know only running and pending: anything else (e.g. "failed") is not going to become
+                // running by waiting, and says the vendor did not apply the certificate.
+                Status::Other(s) => return Err(EmqxError::NotApplied { status: s.clone() }),
                 _ => {
                     tracing::debug!(deployment = id, status = %state.status, "waiting for running")
                 }
