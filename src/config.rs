@@ -1168,6 +1168,17 @@ secret = "s3cret"
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        // The example names secret files that exist only on a real host; everything else is taken as written.
+        let text = include_str!("../config/certkeeper.example.toml")
+            .replace("tsig_secret_file = \"/etc/certkeeper/tsig.secret\"", "tsig_secret = \"c2VjcmV0\"")
+            .replace("secret_file = \"/etc/certkeeper/emqx.secret\"", "secret = \"x\"");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.deployments[0].id, "ge6a1a75");
+        assert_eq!(c.schedule.jitter, DEFAULT_JITTER);
+    }
+
+    #[test]
     fn offsets_parse() {
         assert_eq!(
             parse_offset("+08:00"),
