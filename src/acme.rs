@@ -128,6 +128,19 @@ fn ca_error(directory: &str, action: &'static str, e: instant_acme::Error) -> Ac
     }
 }
 
+/// What to order.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderSpec<'a> {
+    /// Names on the certificate, the primary first.
+    pub domains: &'a [String],
+    /// Key of the new certificate (always fresh).
+    pub key_type: KeyType,
+    /// ACME profile, if any.
+    pub profile: Option<&'a str>,
+    /// PEM of the certificate this one replaces (ARI `replaces`), if any.
+    pub replaces: Option<&'a str>,
+}
+
 /// Persisted accounts, one per directory URL, so switching CAs never discards an account key.
 #[derive(Default, Serialize, Deserialize)]
 struct Accounts {
@@ -257,16 +270,11 @@ impl AcmeClient {
     /// See [`AcmeError`].
     pub async fn issue(
         &self,
-        domains: &[String],
-        key_type: KeyType,
+        spec: &OrderSpec<'_>,
         solver: &dyn Dns01Solver,
-        profile: Option<&str>,
-        replaces: Option<&str>,
     ) -> Result<Bundle, AcmeError> {
         let mut presented = Vec::new();
-        let result = self
-            .order(domains, key_type, solver, profile, replaces, &mut presented)
-            .await;
+        let result = self.order(spec, solver, &mut presented).await;
         for record in &presented {
             if let Err(e) = solver.cleanup(record).await {
                 tracing::warn!(owner = %record.fqdn, "could not remove the TXT record: {e}");
@@ -277,13 +285,16 @@ impl AcmeClient {
 
     async fn order(
         &self,
-        domains: &[String],
-        key_type: KeyType,
+        spec: &OrderSpec<'_>,
         solver: &dyn Dns01Solver,
-        profile: Option<&str>,
-        replaces: Option<&str>,
         presented: &mut Vec<TxtRecord>,
     ) -> Result<Bundle, AcmeError> {
+        let OrderSpec {
+            domains,
+            key_type,
+            profile,
+            replaces,
+        } = *spec;
         let ca_err = |action: &'static str| {
             move |e: instant_acme::Error| ca_error(&self.directory, action, e)
         };

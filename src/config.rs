@@ -1171,8 +1171,14 @@ secret = "s3cret"
     fn the_example_config_is_valid() {
         // The example names secret files that exist only on a real host; everything else is taken as written.
         let text = include_str!("../config/certkeeper.example.toml")
-            .replace("tsig_secret_file = \"/etc/certkeeper/tsig.secret\"", "tsig_secret = \"c2VjcmV0\"")
-            .replace("secret_file = \"/etc/certkeeper/emqx.secret\"", "secret = \"x\"");
+            .replace(
+                "tsig_secret_file = \"/etc/certkeeper/tsig.secret\"",
+                "tsig_secret = \"c2VjcmV0\"",
+            )
+            .replace(
+                "secret_file = \"/etc/certkeeper/emqx.secret\"",
+                "secret = \"x\"",
+            );
         let c = parse(&text).unwrap();
         assert_eq!(c.deployments[0].id, "ge6a1a75");
         assert_eq!(c.schedule.jitter, DEFAULT_JITTER);

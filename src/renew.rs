@@ -14,13 +14,12 @@ use std::sync::Arc;
 use secrecy::ExposeSecret as _;
 use time::OffsetDateTime;
 
-use crate::acme::{AcmeClient, AcmeError};
+use crate::acme::{AcmeClient, AcmeError, OrderSpec};
 use crate::budget::Budget;
 use crate::certs::{self, Bundle, CertError};
 use crate::config::{Config, Deployment, TlsType};
 use crate::plan::{self, Plan, Rule, Slot};
 use crate::shutdown::Shutdown;
-use crate::solver::Dns01Solver;
 use crate::solver::rfc2136::{Rfc2136Settings, Rfc2136Solver};
 use crate::store::{AriRecord, CertRecord, Outcome, PlanRecord, Record, Step, Store, StoreError};
 use crate::target::emqx::{EmqxClient, EmqxError, TlsState, Upload};
@@ -650,16 +649,13 @@ impl Agent {
             .staging
             .get_or_try_init(|| AcmeClient::connect(&self.config.acme, staging, &self.store))
             .await?;
-        let solver: &dyn Dns01Solver = &self.solvers[&d.dns];
-        let bundle = acme
-            .issue(
-                &d.domains,
-                self.config.acme.key_type,
-                solver,
-                self.profile(d),
-                None,
-            )
-            .await?;
+        let spec = OrderSpec {
+            domains: &d.domains,
+            key_type: self.config.acme.key_type,
+            profile: self.profile(d),
+            replaces: None,
+        };
+        let bundle = issue_with_retries(acme, &spec, &self.solvers[&d.dns]).await?;
         let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
         Ok(Done::DryRun(format!(
             "due ({}): trial issuance against {staging} passed (certificate {} for {}); would order from {} and \
@@ -740,15 +736,13 @@ impl Agent {
                 )));
             }
         }
-        issue_with_retries(
-            acme,
-            &d.domains,
-            self.config.acme.key_type,
-            &self.solvers[&d.dns],
+        let spec = OrderSpec {
+            domains: &d.domains,
+            key_type: self.config.acme.key_type,
             profile,
             replaces,
-        )
-        .await
+        };
+        issue_with_retries(acme, &spec, &self.solvers[&d.dns]).await
     }
 
     /// The TLS type to push: the configured one, else the one the vendor reports, else one-way.
@@ -980,19 +974,12 @@ pub const ACME_ATTEMPTS: u32 = 4;
 
 async fn issue_with_retries(
     acme: &AcmeClient,
-    domains: &[String],
-    key_type: crate::config::KeyType,
+    spec: &OrderSpec<'_>,
     solver: &Rfc2136Solver,
-    profile: Option<&str>,
-    replaces: Option<&str>,
 ) -> Result<Bundle, RenewError> {
-    let solver: &dyn Dns01Solver = solver;
     let mut attempt = 1;
     loop {
-        match acme
-            .issue(domains, key_type, solver, profile, replaces)
-            .await
-        {
+        match acme.issue(spec, solver).await {
             Ok(bundle) => return Ok(bundle),
             Err(e) if e.is_transient() && attempt < ACME_ATTEMPTS => {
                 let wait = crate::acme::backoff(attempt);
