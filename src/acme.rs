@@ -317,17 +317,17 @@ impl AcmeClient {
         let mut order = match replaced {
             Some(id) => match self.account.new_order(&new_order().replaces(id)).await {
                 Ok(order) => order,
-                // Already replaced, unknown to this CA, another account's: none of these heal; the order does.
-                Err(instant_acme::Error::Api(problem)) => {
+                // Already replaced, unknown to this CA, another account's, or a reply instant-acme finds
+                // inconsistent ("replaces field mismatch"): none of these heal; an order without it does.
+                Err(e) => {
                     tracing::warn!(
-                        "the CA rejected `replaces` ({problem}); ordering once more without it"
+                        "the order with `replaces` failed ({e}); ordering once more without it"
                     );
                     self.account
                         .new_order(&new_order())
                         .await
                         .map_err(ca_err("creating the order"))?
                 }
-                Err(e) => return Err(ca_err("creating the order")(e)),
             },
             None => self
                 .account

@@ -37,14 +37,19 @@ pub struct Exhausted {
     pub why: &'static str,
 }
 
+/// Times are Unix milliseconds: whole seconds could let a request out up to a second before the vendor's
+/// window frees, and earn a 429.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Usage {
-    /// Unix seconds of each `GET` inside the window.
-    reads: Vec<i64>,
-    /// Unix seconds of each write inside the window.
-    writes: Vec<i64>,
-    /// Unix seconds until which the vendor said 429.
-    blocked_until: Option<i64>,
+    /// Unix milliseconds of each `GET` inside the window.
+    #[serde(default)]
+    reads_ms: Vec<i64>,
+    /// Unix milliseconds of each write inside the window.
+    #[serde(default)]
+    writes_ms: Vec<i64>,
+    /// Unix milliseconds until which the vendor said 429.
+    #[serde(default)]
+    blocked_until_ms: Option<i64>,
 }
 
 /// Limits of one API key.
@@ -91,26 +96,26 @@ impl Budget {
     ) -> Result<(), ChargeError> {
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let usage = all.entry(key.to_owned()).or_default();
-        let now_s = now.unix_timestamp();
-        let window = limits.window.as_secs() as i64;
-        usage.reads.retain(|t| now_s - t < window);
-        usage.writes.retain(|t| now_s - t < window);
-        if let Some(until) = usage.blocked_until {
-            if until > now_s {
+        let now_ms = ms(now);
+        let window = limits.window.as_millis() as i64;
+        usage.reads_ms.retain(|t| now_ms - t < window);
+        usage.writes_ms.retain(|t| now_ms - t < window);
+        if let Some(until) = usage.blocked_until_ms {
+            if until > now_ms {
                 return Err(ChargeError::Exhausted(Exhausted {
                     key: key.to_owned(),
                     until: ts(until),
                     why: "the vendor answered 429",
                 }));
             }
-            usage.blocked_until = None;
+            usage.blocked_until_ms = None;
         }
         let (spent, limit) = match kind {
-            Kind::Read => (&mut usage.reads, limits.reads),
-            Kind::Write => (&mut usage.writes, limits.writes),
+            Kind::Read => (&mut usage.reads_ms, limits.reads),
+            Kind::Write => (&mut usage.writes_ms, limits.writes),
         };
         if spent.len() >= limit as usize {
-            let oldest = spent.iter().min().copied().unwrap_or(now_s);
+            let oldest = spent.iter().min().copied().unwrap_or(now_ms);
             return Err(ChargeError::Exhausted(Exhausted {
                 key: key.to_owned(),
                 until: ts(oldest + window),
@@ -120,7 +125,7 @@ impl Budget {
                 },
             }));
         }
-        spent.push(now_s);
+        spent.push(now_ms);
         self.store
             .write_json(FILE, &*all)
             .map_err(ChargeError::Store)
@@ -132,7 +137,7 @@ impl Budget {
     /// When the block cannot be persisted.
     pub fn block(&self, key: &str, until: OffsetDateTime) -> Result<(), StoreError> {
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        all.entry(key.to_owned()).or_default().blocked_until = Some(until.unix_timestamp());
+        all.entry(key.to_owned()).or_default().blocked_until_ms = Some(ms(until));
         self.store.write_json(FILE, &*all)
     }
 
@@ -148,27 +153,27 @@ impl Budget {
         let Some(usage) = all.get(key) else {
             return now;
         };
-        let now_s = now.unix_timestamp();
-        let window = limits.window.as_secs() as i64;
+        let now_ms = ms(now);
+        let window = limits.window.as_millis() as i64;
         let (spent, limit) = match kind {
-            Kind::Read => (&usage.reads, limits.reads),
-            Kind::Write => (&usage.writes, limits.writes),
+            Kind::Read => (&usage.reads_ms, limits.reads),
+            Kind::Write => (&usage.writes_ms, limits.writes),
         };
         let mut inside: Vec<i64> = spent
             .iter()
             .copied()
-            .filter(|t| now_s - t < window)
+            .filter(|t| now_ms - t < window)
             .collect();
         inside.sort_unstable();
         let by_count = if inside.len() < limit as usize {
-            now_s
+            now_ms
         } else {
             // The oldest requests must leave the window until one slot is free.
             inside[inside.len() - limit as usize] + window
         };
         ts(by_count
-            .max(usage.blocked_until.unwrap_or(now_s))
-            .max(now_s))
+            .max(usage.blocked_until_ms.unwrap_or(now_ms))
+            .max(now_ms))
     }
 
     /// Requests of `kind` still affordable for `key` at `now` (0 while blocked).
@@ -180,16 +185,16 @@ impl Budget {
                 Kind::Write => limits.writes,
             };
         };
-        let now_s = now.unix_timestamp();
-        if usage.blocked_until.is_some_and(|u| u > now_s) {
+        let now_ms = ms(now);
+        if usage.blocked_until_ms.is_some_and(|u| u > now_ms) {
             return 0;
         }
-        let window = limits.window.as_secs() as i64;
+        let window = limits.window.as_millis() as i64;
         let (spent, limit) = match kind {
-            Kind::Read => (&usage.reads, limits.reads),
-            Kind::Write => (&usage.writes, limits.writes),
+            Kind::Read => (&usage.reads_ms, limits.reads),
+            Kind::Write => (&usage.writes_ms, limits.writes),
         };
-        let used = spent.iter().filter(|t| now_s - **t < window).count() as u32;
+        let used = spent.iter().filter(|t| now_ms - **t < window).count() as u32;
         limit.saturating_sub(used)
     }
 }
@@ -206,8 +211,13 @@ pub enum ChargeError {
     Store(#[from] StoreError),
 }
 
-fn ts(unix: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn ts(unix_ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]

@@ -144,6 +144,9 @@ pub struct Report {
     pub result: Result<Done, RenewError>,
 }
 
+/// A vendor answer obtained before scheduling, handed to the renewal so it is not asked twice.
+type Prefetched = Option<Result<TlsState, EmqxError>>;
+
 /// Holds the clients a pass needs; build one per config load.
 pub struct Agent {
     config: Config,
@@ -257,16 +260,30 @@ impl Agent {
             .filter(|d| only.is_empty() || only.contains(&d.id))
             .collect();
         let mut reports = Vec::new();
-        let mut planned: Vec<(&Deployment, Record, Slot)> = Vec::new();
+        let mut planned: Vec<(&Deployment, Record, Slot, Prefetched)> = Vec::new();
         for d in selected {
             match self.store.record(&d.id) {
-                Ok(record) => {
+                Ok(mut record) => {
+                    // Learn what local state does not know before scheduling, so that the write budget goes to
+                    // the earliest real deadlines even on a first pass. The answer is reused by the renewal.
+                    let mut prefetched = None;
+                    let resuming = matches!(record.step, Some(Step::Issued | Step::Pushed));
+                    if !resuming
+                        && !stop.is_stopping()
+                        && (force || !self.inspection_fresh(d, &record, now))
+                    {
+                        let answer = self.emqx[&d.emqx].inspect(&d.id).await;
+                        if let Ok(state) = &answer {
+                            record.expire = state.expire;
+                        }
+                        prefetched = Some(answer);
+                    }
                     let slot = Slot {
                         plan: self.local_plan(d, &record, now),
                         deadline: record.expire.map(|e| e - plan::DEADLINE_MARGIN),
                         at_risk: false,
                     };
-                    planned.push((d, record, slot));
+                    planned.push((d, record, slot, prefetched));
                 }
                 Err(e) => reports.push(Report {
                     id: d.id.clone(),
@@ -290,7 +307,8 @@ impl Agent {
         queue.sort_by_key(|&i| planned[i].2.deadline.unwrap_or(OffsetDateTime::UNIX_EPOCH));
 
         for i in queue {
-            let (d, record, slot) = &planned[i];
+            let (d, record, slot, prefetched) = &mut planned[i];
+            let (d, record, slot) = (*d, &*record, &*slot);
             if stop.is_stopping() {
                 tracing::info!("stopping: leaving the remaining deployments for the next pass");
                 break;
@@ -305,8 +323,11 @@ impl Agent {
                 );
             }
             let span = tracing::info_span!("deployment", id = %d.id);
-            let result =
-                tracing::Instrument::instrument(self.one(d, slot, force, stop), span).await;
+            let result = tracing::Instrument::instrument(
+                self.one(d, slot, prefetched.take(), force, stop),
+                span,
+            )
+            .await;
             if !self.dry_run {
                 self.record_outcome(d, slot, &result);
             }
@@ -363,6 +384,15 @@ impl Agent {
             .filter(|_| record.step == Some(Step::Active))
     }
 
+    /// Returns true if and only if local state alone may decide: certkeeper pushed the running certificate,
+    /// asked the vendor within `inspect_interval`, and renewal is not due.
+    fn inspection_fresh(&self, d: &Deployment, record: &Record, now: OffsetDateTime) -> bool {
+        let interval = self.config.emqx[&d.emqx].inspect_interval;
+        self.active_cert(record).is_some()
+            && record.last_inspect.is_some_and(|t| now - t < interval)
+            && !self.local_plan(d, record, now).is_due(now)
+    }
+
     /// The plan from local knowledge alone (no request).
     fn local_plan(&self, d: &Deployment, record: &Record, now: OffsetDateTime) -> Plan {
         let ari = record.ari.as_ref().map(|a| a.chosen);
@@ -388,10 +418,11 @@ impl Agent {
         &self,
         d: &Deployment,
         slot: &Slot,
+        prefetched: Prefetched,
         force: bool,
         stop: &Shutdown,
     ) -> Result<Done, RenewError> {
-        match self.renew(d, slot, force, stop).await {
+        match self.renew(d, slot, prefetched, force, stop).await {
             // The budget is a reason to wait, not a failure: the renewal resumes from the persisted step.
             Err(RenewError::Emqx(EmqxError::Budget(e))) => {
                 tracing::info!(until = %day(e.until), "deferred: {e}");
@@ -408,6 +439,7 @@ impl Agent {
         &self,
         d: &Deployment,
         slot: &Slot,
+        prefetched: Prefetched,
         force: bool,
         stop: &Shutdown,
     ) -> Result<Done, RenewError> {
@@ -481,13 +513,10 @@ impl Agent {
             }
         };
         let local = earlier(self.local_plan(d, &record, now));
-        let inspect_interval = self.config.emqx[&d.emqx].inspect_interval;
         if !force
+            && prefetched.is_none()
             && !local.is_due(now)
-            && self.active_cert(&record).is_some()
-            && record
-                .last_inspect
-                .is_some_and(|t| now - t < inspect_interval)
+            && self.inspection_fresh(d, &record, now)
         {
             let expires = record.expire.unwrap_or(now);
             tracing::info!(renew_at = %day(local.renew_at), rule = %local.rule, "not due (local state is fresh; no API request)");
@@ -501,7 +530,10 @@ impl Agent {
             });
         }
 
-        let state = emqx.inspect(&d.id).await?;
+        let state = match prefetched {
+            Some(answer) => answer?,
+            None => emqx.inspect(&d.id).await?,
+        };
         if self.active_cert(&record).is_some_and(|c| {
             state
                 .expire
@@ -571,6 +603,7 @@ impl Agent {
         record.step = Some(Step::Issued);
         record.create = create;
         record.ari = None;
+        record.ari_next_check = None;
         record.cert = Some(cert_record(&bundle, info, d));
         self.store.save_record(&d.id, &record)?;
         fail::fail_point!("issued-recorded");

@@ -396,7 +396,8 @@ impl EmqxClient {
                                 "{name} {url}: 429 Too Many Requests (Retry-After {}s)",
                                 wait.as_secs()
                             );
-                            if wait > MAX_RETRY_AFTER {
+                            // A long wait, or none left to try: defer rather than fail; the budget is blocked.
+                            if wait > MAX_RETRY_AFTER || attempt == MAX_ATTEMPTS {
                                 return Err(EmqxError::Budget(crate::budget::Exhausted {
                                     key: self.config.key.clone(),
                                     until,
