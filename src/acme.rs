@@ -235,6 +235,36 @@ impl AcmeClient {
         self.account.profiles().map(|p| p.name.to_owned()).collect()
     }
 
+    /// The profiles the CA at `directory` lists, from its directory alone: no account is touched.
+    ///
+    /// # Errors
+    /// [`AcmeError::Ca`] when the directory cannot be fetched or read.
+    pub async fn offered_profiles(
+        config: &AcmeConfig,
+        directory: &str,
+    ) -> Result<Vec<String>, AcmeError> {
+        let err = |detail: String| AcmeError::Ca {
+            directory: directory.to_owned(),
+            action: "reading the directory",
+            detail,
+            transient: true,
+        };
+        let http = AcmeHttp::new(config.trust_roots.as_deref()).map_err(err)?;
+        let resp = http
+            .0
+            .get(directory)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| err(crate::target::emqx::error_chain(&e)))?;
+        let body: serde_json::Value = resp.json().await.map_err(|e| err(e.to_string()))?;
+        Ok(body
+            .pointer("/meta/profiles")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
     /// Asks the CA for its suggested renewal window (ARI, RFC 9773) of the certificate `leaf_pem`.
     /// Returns `None` when the CA does not offer ARI, else the window and when to ask again.
     ///

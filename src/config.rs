@@ -500,6 +500,14 @@ impl Loader<'_> {
                 )
             })?,
         };
+        // A schedule that never fires would leave the daemon idle forever without a word.
+        if cron.upcoming(chrono::Utc).next().is_none() {
+            let span = raw.cron.as_ref().map(|c| c.span()).unwrap_or_default();
+            return Err(self.err_at(
+                span,
+                "schedule.cron has no future tick; the daemon would never run a pass",
+            ));
+        }
         Ok(ScheduleConfig {
             cron,
             jitter: self.duration(&raw.jitter, DEFAULT_JITTER)?,
@@ -1146,6 +1154,11 @@ secret = "s3cret"
         let e = parse(&base("[schedule]\ncron = \"every day\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n"))
             .unwrap_err();
         assert_eq!(e.position, Some((14, 8)), "{e}");
+        let e = parse(&base(
+            "[schedule]\ncron = \"0 0 0 1 1 * 2020\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("no future tick"), "{e}");
     }
 
     #[test]

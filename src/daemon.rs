@@ -116,7 +116,7 @@ pub async fn run(
             tokio::select! {
                 _ = sigterm.recv() => break 'ticks,
                 _ = sigint.recv() => break 'ticks,
-                _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier); continue 'ticks; }
+                _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier).await; continue 'ticks; }
             }
         };
         let status = format!(
@@ -135,7 +135,7 @@ pub async fn run(
             () = tokio::time::sleep(sleep) => {}
             _ = sigterm.recv() => break 'ticks,
             _ = sigint.recv() => break 'ticks,
-            _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier); continue 'ticks; }
+            _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier).await; continue 'ticks; }
         }
 
         notifier.status(&format!(
@@ -176,7 +176,7 @@ pub async fn run(
             return Ok(());
         }
         if reload_pending {
-            agent = reload(&config_path, agent, &notifier);
+            agent = reload(&config_path, agent, &notifier).await;
         }
     }
     notifier.stopping();
@@ -224,16 +224,25 @@ async fn finish(
     }
 }
 
-fn reload(path: &std::path::Path, old: Agent, notifier: &Notifier) -> Agent {
+async fn reload(path: &std::path::Path, old: Agent, notifier: &Notifier) -> Agent {
     notifier.reloading();
-    let loaded = Config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|config| {
+    let loaded = match Config::load(path) {
+        Err(e) => Err(e.to_string()),
+        Ok(config) => {
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
-            build(config).map_err(|e| e.to_string())
-        });
+            match build(config) {
+                Err(e) => Err(e.to_string()),
+                // The same check as at start: a profile the CA does not offer is a config error.
+                Ok(agent) => agent
+                    .check_profiles()
+                    .await
+                    .map(|()| agent)
+                    .map_err(|e| e.to_string()),
+            }
+        }
+    };
     let (agent, status) = match loaded {
         Ok(agent) => {
             tracing::info!(

@@ -715,7 +715,8 @@ impl Agent {
         if wanted.is_empty() {
             return Ok(());
         }
-        let offered = self.acme().await?.profiles();
+        let offered =
+            AcmeClient::offered_profiles(&self.config.acme, &self.config.acme.directory).await?;
         match wanted.iter().find(|p| !offered.iter().any(|o| o == *p)) {
             None => Ok(()),
             Some(missing) => Err(RenewError::Config(format!(

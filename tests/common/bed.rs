@@ -138,6 +138,25 @@ pub struct Pebble {
     pub log: PathBuf,
 }
 
+impl Pebble {
+    /// Counts this Pebble's new accounts, new orders and issued certificates so far, from its log (see
+    /// [`Bed::pebble_counts`]).
+    pub fn counts(&self) -> PebbleCounts {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        let mut counts = PebbleCounts::default();
+        for line in log.lines() {
+            if line.contains("There are now ") && line.contains(" accounts in memory") {
+                counts.accounts += 1;
+            } else if line.contains("Added order ") {
+                counts.orders += 1;
+            } else if line.contains("Issued certificate serial ") {
+                counts.issued += 1;
+            }
+        }
+        counts
+    }
+}
+
 /// knotd + Pebble, started once and shared; stand-ins are per test ([`Bed::standin`]).
 pub struct Bed {
     dir: PathBuf,
@@ -225,6 +244,41 @@ impl Bed {
         })
     }
 
+    /// Starts one more Pebble named `name`, resolving at the bed's knotd, with `settings` (an object) merged
+    /// into the `pebble` section of its config, e.g. `{"externalAccountBindingRequired": true, ...}`. It runs
+    /// until the bed shuts down; callers keep it (e.g. in a `OnceLock`) rather than starting one per test.
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub fn extra_pebble(&self, name: &str, settings: &Value) -> Result<Pebble, BedError> {
+        start_pebble_with(&self.dir, name, self.knot.port, 0, settings, &self.children)
+    }
+
+    /// Starts one more Pebble named `name`, resolving at the bed's knotd, that rejects `percent` of good nonces
+    /// (`PEBBLE_WFE_NONCEREJECT`). Runs until the bed shuts down; callers keep it (e.g. in a `OnceLock`).
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub fn extra_pebble_rejecting_nonces(
+        &self,
+        name: &str,
+        percent: u8,
+    ) -> Result<Pebble, BedError> {
+        start_pebble(&self.dir, name, self.knot.port, percent, &self.children)
+    }
+
+    /// Starts one more knotd serving [`ZONE`] (its own port, TSIG secrets and files under `dir/name/`). Pebble does
+    /// not resolve through it: records added there are invisible to the CA (a hidden primary that never
+    /// notifies the public servers). Runs until the bed shuts down.
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub fn extra_knot(&self, name: &str) -> Result<Knot, BedError> {
+        let dir = self.dir.join(name);
+        fs::create_dir_all(&dir)?;
+        start_knot(&dir, &self.children)
+    }
+
     /// The directory holding the bed's configs, logs and databases.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -273,18 +327,7 @@ impl Bed {
     /// Pebble's log does not say which names an order is for, so counts are global: compare them inside
     /// [`Bed::exclusive`] to attribute a difference to one test.
     pub fn pebble_counts(&self) -> PebbleCounts {
-        let log = fs::read_to_string(&self.pebble.log).unwrap_or_default();
-        let mut counts = PebbleCounts::default();
-        for line in log.lines() {
-            if line.contains("There are now ") && line.contains(" accounts in memory") {
-                counts.accounts += 1;
-            } else if line.contains("Added order ") {
-                counts.orders += 1;
-            } else if line.contains("Issued certificate serial ") {
-                counts.issued += 1;
-            }
-        }
-        counts
+        self.pebble.counts()
     }
 
     /// Certificates Pebble issued so far (see [`Bed::pebble_counts`]).
@@ -304,7 +347,15 @@ impl Bed {
 
     /// Takes the bed for this thread alone: until the guard drops, no other [`Bed::run_certkeeper`] runs, so
     /// [`Exclusive::delta`] counts only this thread's ACME traffic. Other runs wait; they do not fail.
+    ///
+    /// # Panics
+    /// When this thread holds a [`Shared`] guard (it would wait for itself forever).
     pub fn exclusive(&self) -> Exclusive<'_> {
+        assert_eq!(
+            SHARED_DEPTH.with(Cell::get),
+            0,
+            "Bed::exclusive while this thread holds the bed shared (a running daemon?): it would deadlock"
+        );
         let guard = PEBBLE_USERS.write().unwrap_or_else(|e| e.into_inner());
         EXCLUSIVE.with(|e| e.set(true));
         Exclusive {
@@ -312,6 +363,21 @@ impl Bed {
             before: self.pebble_counts(),
             _guard: guard,
         }
+    }
+
+    /// Holds the bed shared until the guard drops: an [`Bed::exclusive`] section of another thread waits for it,
+    /// so its counts see none of this thread's ACME traffic (e.g. of a long-running `certkeeper run`).
+    ///
+    /// Re-entrant per thread, and a no-op inside this thread's own exclusive section: the lock is
+    /// writer-preferring, so taking it shared twice could deadlock against a waiting writer.
+    pub fn shared(&self) -> Shared {
+        let guard = if EXCLUSIVE.with(Cell::get) || SHARED_DEPTH.with(Cell::get) > 0 {
+            None
+        } else {
+            Some(PEBBLE_USERS.read().unwrap_or_else(|e| e.into_inner()))
+        };
+        SHARED_DEPTH.with(|d| d.set(d.get() + 1));
+        Shared { _guard: guard }
     }
 
     /// Starts a fresh stand-in of the EMQX API whose request log goes to `log`.
@@ -338,11 +404,7 @@ impl Bed {
     /// When the binary cannot be started or runs longer than two minutes (it is killed first).
     pub fn run_certkeeper(&self, config: &Path, args: &[&str]) -> Run {
         // Hold the bed shared so an `exclusive` section elsewhere sees no traffic of ours.
-        let _shared: Option<RwLockReadGuard<'_, ()>> = if EXCLUSIVE.with(Cell::get) {
-            None
-        } else {
-            Some(PEBBLE_USERS.read().unwrap_or_else(|e| e.into_inner()))
-        };
+        let _shared = self.shared();
         let mut cmd = Command::new(&self.binaries.certkeeper);
         cmd.arg("--config").arg(config).args(args);
         scrub_env(&mut cmd);
@@ -404,6 +466,19 @@ static PEBBLE_USERS: RwLock<()> = RwLock::new(());
 thread_local! {
     /// True if and only if this thread holds [`PEBBLE_USERS`] for writing (it must not also take it shared).
     static EXCLUSIVE: Cell<bool> = const { Cell::new(false) };
+    /// How many [`Shared`] guards this thread holds (only the first one holds [`PEBBLE_USERS`]).
+    static SHARED_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Shared use of the bed by one thread (see [`Bed::shared`]); not `Send`, like the lock guard it holds.
+pub struct Shared {
+    _guard: Option<RwLockReadGuard<'static, ()>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        SHARED_DEPTH.with(|d| d.set(d.get() - 1));
+    }
 }
 
 /// Exclusive use of the bed by one thread (see [`Bed::exclusive`]).
@@ -607,6 +682,7 @@ pub struct ConfigBuilder {
     dns: Vec<(String, String)>,
     emqx: Vec<(String, String)>,
     emqx_secret: String,
+    schedule: Vec<(String, String)>,
     deployments: Vec<Vec<(String, String)>>,
 }
 
@@ -637,6 +713,7 @@ impl ConfigBuilder {
                 ("wait_timeout".into(), quote("10s")),
             ],
             emqx_secret: secret.to_owned(),
+            schedule: Vec::new(),
             deployments: Vec::new(),
         }
     }
@@ -672,6 +749,18 @@ impl ConfigBuilder {
     /// Sets a string key in `[emqx.standin]` (e.g. `expire_timezone`, `wait_timeout`).
     pub fn emqx(mut self, key: &str, value: &str) -> Self {
         set(&mut self.emqx, key, quote(value));
+        self
+    }
+
+    /// Sets a string key in `[schedule]` (`cron`, `jitter`); without any, the config has no `[schedule]`.
+    pub fn schedule(mut self, key: &str, value: &str) -> Self {
+        set(&mut self.schedule, key, quote(value));
+        self
+    }
+
+    /// Sets a key in `[emqx.standin]` to a TOML value written as is (e.g. `get_limit`, `6`).
+    pub fn emqx_raw(mut self, key: &str, value: &str) -> Self {
+        set(&mut self.emqx, key, value.to_owned());
         self
     }
 
@@ -713,6 +802,9 @@ impl ConfigBuilder {
         section(&mut out, "[acme]", &self.acme);
         section(&mut out, "[dns.bed]", &self.dns);
         section(&mut out, "[emqx.standin]", &self.emqx);
+        if !self.schedule.is_empty() {
+            section(&mut out, "[schedule]", &self.schedule);
+        }
         for deployment in &self.deployments {
             section(&mut out, "[[deployment]]", deployment);
         }
@@ -849,6 +941,25 @@ fn start_pebble(
     nonce_reject: u8,
     children: &Mutex<Vec<Child>>,
 ) -> Result<Pebble, BedError> {
+    start_pebble_with(
+        dir,
+        name,
+        knot_port,
+        nonce_reject,
+        &serde_json::json!({}),
+        children,
+    )
+}
+
+/// [`start_pebble`] with `settings` (an object) merged into the `pebble` section of its config.
+fn start_pebble_with(
+    dir: &Path,
+    name: &str,
+    knot_port: u16,
+    nonce_reject: u8,
+    settings: &Value,
+    children: &Mutex<Vec<Child>>,
+) -> Result<Pebble, BedError> {
     let pdir = dir.join(name);
     fs::create_dir_all(&pdir)?;
     let (ca_pem, cert_pem, key_pem) = https_certificate()?;
@@ -858,7 +969,7 @@ fn start_pebble(
     write_private(&pdir.join("key.pem"), key_pem.as_bytes())?;
 
     let [listen, management, http, tls] = free_tcp_ports::<4>()?;
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
@@ -871,6 +982,11 @@ fn start_pebble(
             "externalAccountBindingRequired": false,
         }
     });
+    if let (Some(pebble), Some(extra)) = (config["pebble"].as_object_mut(), settings.as_object()) {
+        for (key, value) in extra {
+            pebble.insert(key.clone(), value.clone());
+        }
+    }
     let config_path = pdir.join("pebble-config.json");
     fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
 
@@ -1009,7 +1125,7 @@ pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
 }
 
 /// Kills the child's whole process group and reaps the child.
-fn kill_group(child: &mut Child) {
+pub fn kill_group(child: &mut Child) {
     // Only while the child is unreaped is its pid (= its group id, process_group(0)) surely still ours.
     if let (Ok(None), Ok(pid)) = (child.try_wait(), i32::try_from(child.id())) {
         // SAFETY: plain syscall on our own child's process group.
@@ -1077,8 +1193,9 @@ fn first_line(stdout: ChildStdout, timeout: Duration) -> Option<String> {
     rx.recv_timeout(timeout).ok().filter(|l| !l.is_empty())
 }
 
-/// Removes what would make a child's behaviour depend on the developer's machine.
-fn scrub_env(cmd: &mut Command) {
+/// Removes what would make a child's behaviour depend on the developer's machine (or on the systemd unit the
+/// tests happen to run under).
+pub fn scrub_env(cmd: &mut Command) {
     for var in [
         "http_proxy",
         "https_proxy",
@@ -1089,6 +1206,10 @@ fn scrub_env(cmd: &mut Command) {
         "CERTKEEPER_CONFIG",
         "CREDENTIALS_DIRECTORY",
         "RUST_LOG",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "JOURNAL_STREAM",
     ] {
         cmd.env_remove(var);
     }

@@ -6,13 +6,16 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod ari;
 pub mod bed;
+pub mod daemon;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
+#[allow(unused_imports)] // Each test binary uses a different subset.
 pub use bed::{Bed, BedDir, Binaries, ConfigBuilder, PebbleCounts, Run, Standin};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
@@ -49,6 +52,32 @@ pub fn bed() -> &'static Bed {
             libc::atexit(shutdown);
         }
         bed
+    })
+}
+
+/// The key id of the External Account Binding that [`eab_pebble`] knows.
+pub const EAB_KID: &str = "kid-1";
+/// The HMAC key of [`EAB_KID`], base64url as a CA's console shows it (Pebble's example key).
+pub const EAB_HMAC_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+
+static EAB_PEBBLE: OnceLock<bed::Pebble> = OnceLock::new();
+
+/// A Pebble of this test binary's bed that requires External Account Binding with [`EAB_KID`] /
+/// [`EAB_HMAC_KEY`], started on first use.
+///
+/// # Panics
+/// When it cannot be started.
+pub fn eab_pebble() -> &'static bed::Pebble {
+    EAB_PEBBLE.get_or_init(|| {
+        bed()
+            .extra_pebble(
+                "pebble-eab",
+                &json!({
+                    "externalAccountBindingRequired": true,
+                    "externalAccountMACKeys": {EAB_KID: EAB_HMAC_KEY},
+                }),
+            )
+            .unwrap_or_else(|e| panic!("the EAB Pebble did not start: {e}"))
     })
 }
 
