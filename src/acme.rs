@@ -9,7 +9,7 @@
 //! TXT records are removed after every attempt, successful or not: a stale record is harmless to the CA
 //! but litters the operator's zone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -38,12 +38,37 @@ pub const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 /// First poll delay of an order; doubles up to the CA's `Retry-After` or the timeout.
 const FIRST_POLL: Duration = Duration::from_millis(50);
 const ACCOUNTS_FILE: &str = "account.json";
+/// How often one ACME step (a request on an existing order) is tried when it fails transiently.
+const STEP_ATTEMPTS: u32 = 4;
 /// How often the certificate download after finalization is tried.
 const DOWNLOAD_ATTEMPTS: u32 = 5;
 /// First pause between attempts of a transient failure; doubles each time.
 pub const RETRY_BASE: Duration = Duration::from_millis(500);
 /// Largest ACME response body accepted (certificate chains are a few KiB).
 const MAX_ACME_BODY: usize = 1024 * 1024;
+
+/// Evaluates an instant-acme call again, with [`backoff`], while it fails transiently: badNonce (the
+/// request was not processed), serverInternal, network trouble. Safe only for requests that may be repeated.
+macro_rules! retrying {
+    ($call:expr) => {
+        retrying!($call, STEP_ATTEMPTS)
+    };
+    ($call:expr, $attempts:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $call {
+                Ok(value) => break Ok(value),
+                Err(e) if transient(&e) && attempt < $attempts => {
+                    let wait = backoff(attempt);
+                    tracing::debug!("ACME request failed ({e}); trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
 
 /// Exponential backoff with ±25 % jitter for attempt `n` (1-based).
 pub fn backoff(n: u32) -> Duration {
@@ -353,60 +378,93 @@ impl AcmeClient {
                     tracing::warn!(
                         "the order with `replaces` failed ({e}); ordering once more without it"
                     );
-                    self.account
-                        .new_order(&new_order())
-                        .await
+                    retrying!(self.account.new_order(&new_order()).await)
                         .map_err(ca_err("creating the order"))?
                 }
             },
-            None => self
-                .account
-                .new_order(&new_order())
-                .await
+            None => retrying!(self.account.new_order(&new_order()).await)
                 .map_err(ca_err("creating the order"))?,
         };
         tracing::info!(order = order.url(), names = %domains.join(","), "ACME order created");
 
-        let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(ca_err("fetching an authorization"))?;
-            match authz.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                other => {
-                    return Err(AcmeError::Ca {
-                        directory: self.directory.clone(),
-                        action: "authorizing",
-                        detail: format!("an authorization is {other:?}; retry later"),
-                        transient: false,
-                    });
+        // Answer every authorization. A transient failure on one is retried in a further round over the same
+        // order: instant-acme keeps the authorizations it fetched and refetches only the ones that failed, and
+        // `done` skips those already answered (a rejected nonce means the request was not processed).
+        let mut done: HashSet<String> = HashSet::new();
+        for round in 1..=STEP_ATTEMPTS {
+            let mut failed: Option<instant_acme::Error> = None;
+            let mut authorizations = order.authorizations();
+            while let Some(authz) = authorizations.next().await {
+                let mut authz = match authz {
+                    Ok(authz) => authz,
+                    Err(e) if transient(&e) => {
+                        failed = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(ca_err("fetching an authorization")(e)),
+                };
+                let url = authz.url().to_owned();
+                if done.contains(&url) {
+                    continue;
+                }
+                match authz.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => {
+                        done.insert(url);
+                        continue;
+                    }
+                    other => {
+                        return Err(AcmeError::Ca {
+                            directory: self.directory.clone(),
+                            action: "authorizing",
+                            detail: format!("an authorization is {other:?}; retry later"),
+                            transient: false,
+                        });
+                    }
+                }
+                let mut challenge =
+                    authz
+                        .challenge(ChallengeType::Dns01)
+                        .ok_or_else(|| AcmeError::Ca {
+                            directory: self.directory.clone(),
+                            action: "authorizing",
+                            detail: "the CA offers no dns-01 challenge".into(),
+                            transient: false,
+                        })?;
+                let name = challenge.identifier().to_string();
+                let record =
+                    TxtRecord::for_domain(&name, challenge.key_authorization().dns_value());
+                if !presented.contains(&record) {
+                    tracing::debug!(owner = %record.fqdn, "publishing the DNS-01 record");
+                    presented.push(record.clone());
+                    solver.present(&record).await?;
+                }
+                match challenge.set_ready().await {
+                    Ok(()) => {
+                        done.insert(url);
+                    }
+                    Err(e) if transient(&e) => failed = Some(e),
+                    Err(e) => return Err(ca_err("answering a challenge")(e)),
                 }
             }
-            let mut challenge =
-                authz
-                    .challenge(ChallengeType::Dns01)
-                    .ok_or_else(|| AcmeError::Ca {
-                        directory: self.directory.clone(),
-                        action: "authorizing",
-                        detail: "the CA offers no dns-01 challenge".into(),
-                        transient: false,
-                    })?;
-            let name = challenge.identifier().to_string();
-            let record = TxtRecord::for_domain(&name, challenge.key_authorization().dns_value());
-            tracing::debug!(owner = %record.fqdn, "publishing the DNS-01 record");
-            presented.push(record.clone());
-            solver.present(&record).await?;
-            challenge
-                .set_ready()
-                .await
-                .map_err(ca_err("answering a challenge"))?;
+            match failed {
+                None => break,
+                Some(e) if round == STEP_ATTEMPTS => {
+                    return Err(ca_err("answering the challenges")(e));
+                }
+                Some(e) => {
+                    let wait = backoff(round);
+                    tracing::debug!("a challenge step failed ({e}); another round in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
 
         let policy = RetryPolicy::new()
             .initial_delay(FIRST_POLL)
             .backoff(2.0)
             .timeout(ORDER_TIMEOUT);
-        let status = order.poll_ready(&policy).await;
+        let status = retrying!(order.poll_ready(&policy).await);
         if !matches!(status, Ok(OrderStatus::Ready)) {
             // Name the failing identifier with the CA's own words, which is what the operator needs.
             let mut authorizations = order.authorizations();
@@ -439,27 +497,18 @@ impl AcmeClient {
 
         let key: SecretString = certs::generate_key(key_type)?;
         let csr = certs::csr_der(&key, domains)?;
-        order
-            .finalize_csr(&csr)
-            .await
-            .map_err(ca_err("finalizing the order"))?;
+        if let Err(e) = retrying!(order.finalize_csr(&csr).await) {
+            // A finalization the CA processed before the connection broke leaves the order processing or
+            // valid: then download. Anything else is a real failure.
+            let state = retrying!(order.refresh().await.map(|s| s.status));
+            if !matches!(state, Ok(OrderStatus::Processing | OrderStatus::Valid)) {
+                return Err(ca_err("finalizing the order")(e));
+            }
+        }
         // The CA may have issued by now: a hiccup from here on is retried on this order, never with a new one,
         // so that no second certificate is issued for the same renewal.
-        let mut attempt = 1;
-        let chain_pem = loop {
-            match order.poll_certificate(&policy).await {
-                Ok(chain) => break chain,
-                Err(e) if transient(&e) && attempt < DOWNLOAD_ATTEMPTS => {
-                    let wait = backoff(attempt);
-                    tracing::warn!(
-                        "downloading the certificate failed ({e}); retrying in {wait:?}"
-                    );
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(ca_err("downloading the certificate")(e)),
-            }
-        };
+        let chain_pem = retrying!(order.poll_certificate(&policy).await, DOWNLOAD_ATTEMPTS)
+            .map_err(ca_err("downloading the certificate"))?;
         tracing::info!(names = %domains.join(","), "certificate issued");
         Ok(Bundle {
             key_pkcs8_pem: key,
@@ -509,8 +558,8 @@ impl AcmeHttp {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = trust_roots {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let pem = crate::config::read_bounded(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             for der in certs::parse_pem_certs(&pem).map_err(|e| e.to_string())? {
                 let cert = reqwest::Certificate::from_der(&der).map_err(|e| e.to_string())?;
                 builder = builder.add_root_certificate(cert);

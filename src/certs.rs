@@ -17,6 +17,9 @@ use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
 use crate::config::{KeyFormat, KeyType};
 
+/// The most certificates a chain may hold.
+pub const MAX_CHAIN: usize = 10;
+
 /// Why a certificate, key or bundle is unusable.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -215,6 +218,13 @@ pub fn validate(
     let Some(leaf_der) = ders.first() else {
         return Err(CertError::Invalid("the bundle holds no certificate".into()));
     };
+    // Real chains have two or three certificates; each pair costs a signature check.
+    if ders.len() > MAX_CHAIN {
+        return Err(CertError::Invalid(format!(
+            "the chain has {} certificates, more than the {MAX_CHAIN} a CA sends",
+            ders.len()
+        )));
+    }
     let certs: Vec<X509Certificate<'_>> = ders
         .iter()
         // parse_pem_certs already parsed each one successfully.

@@ -293,6 +293,15 @@ fn issue(config: Config, id: &str, out: &std::path::Path) -> u8 {
             return EXIT_FAILED;
         }
     };
+    if let Err(e) = runtime.block_on(agent.check_profiles()) {
+        let _ = std::fs::remove_file(out);
+        eprintln!("error: {}: {e}", agent.config().path.display());
+        return if matches!(e, renew::RenewError::Config(_)) {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILED
+        };
+    }
     let result = runtime
         .block_on(agent.issue_only(id))
         .and_then(|(bundle, info)| {

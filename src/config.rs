@@ -47,6 +47,11 @@ pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_CRON: &str = "0 0 */6 * * *";
 /// Default random delay added to each daemon tick.
 pub const DEFAULT_JITTER: Duration = Duration::from_secs(30 * 60);
+/// The longest duration any setting accepts.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+/// The largest config file, secret file or PEM file read (a runaway path such as /dev/zero must fail, not
+/// fill memory).
+pub const MAX_FILE: u64 = 1024 * 1024;
 /// Environment variable systemd sets for `LoadCredential=`; `secret_file` paths may start with it.
 const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
@@ -418,15 +423,24 @@ impl Loader<'_> {
     ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
-            Some(v) => humantime::parse_duration(v.get_ref()).map_err(|e| {
-                self.err_at(
+            Some(v) => match humantime::parse_duration(v.get_ref()) {
+                // Date arithmetic with absurd durations overflows; nothing here needs more than a few years.
+                Ok(d) if d > MAX_DURATION => Err(self.err_at(
+                    v.span(),
+                    format!(
+                        "duration `{}` is longer than 10 years; that cannot be meant",
+                        v.get_ref()
+                    ),
+                )),
+                Ok(d) => Ok(d),
+                Err(e) => Err(self.err_at(
                     v.span(),
                     format!(
                         "invalid duration `{}` ({e}); write e.g. \"90s\", \"30m\", \"30d\"",
                         v.get_ref()
                     ),
-                )
-            }),
+                )),
+            },
         }
     }
 
@@ -453,7 +467,7 @@ impl Loader<'_> {
         if let Some(file) = file {
             let path =
                 expand_credentials_dir(file.get_ref()).map_err(|m| self.err_at(file.span(), m))?;
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+            let text = read_bounded_text(&path).map_err(|e| {
                 self.err_at(
                     file.span(),
                     format!("cannot read {what}_file {}: {e}", path.display()),
@@ -571,7 +585,7 @@ impl Loader<'_> {
             None => None,
             Some(p) => {
                 let path = PathBuf::from(p.get_ref());
-                let text = std::fs::read(&path).map_err(|e| {
+                let text = read_bounded(&path).map_err(|e| {
                     self.err_at(
                         p.span(),
                         format!("cannot read acme.trust_roots {}: {e}", path.display()),
@@ -809,7 +823,7 @@ impl Loader<'_> {
             Some(p) => {
                 let path =
                     expand_credentials_dir(p.get_ref()).map_err(|m| self.err_at(p.span(), m))?;
-                let pem = std::fs::read(&path).map_err(|e| {
+                let pem = read_bounded(&path).map_err(|e| {
                     self.err_at(
                         p.span(),
                         format!(
@@ -869,7 +883,7 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the file, the line and column where possible, and what to change.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let source = read_bounded_text(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             position: None,
             message: format!("cannot read the config file: {e}"),
@@ -938,6 +952,27 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// Reads at most [`MAX_FILE`] bytes of `path`; a larger file is an error naming the limit.
+pub fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} KiB", MAX_FILE / 1024),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn read_bounded_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {

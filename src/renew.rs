@@ -22,7 +22,7 @@ use crate::plan::{self, Plan, Rule, Slot};
 use crate::shutdown::Shutdown;
 use crate::solver::rfc2136::{Rfc2136Settings, Rfc2136Solver};
 use crate::store::{AriRecord, CertRecord, Outcome, PlanRecord, Record, Step, Store, StoreError};
-use crate::target::emqx::{EmqxClient, EmqxError, TlsState, Upload};
+use crate::target::emqx::{EmqxClient, EmqxError, Status, TlsState, Upload};
 
 /// The vendor rejects certificates with less than this left ("cannot be imported within 60 days"); a CA
 /// whose certificates are shorter-lived deserves a warning.
@@ -30,6 +30,9 @@ const VENDOR_IMPORT_MINIMUM: time::Duration = time::Duration::days(60);
 /// Bounds on how soon to ask the CA for a renewal window again, whatever its Retry-After says.
 const ARI_RECHECK_MIN: time::Duration = time::Duration::minutes(1);
 const ARI_RECHECK_MAX: time::Duration = time::Duration::days(1);
+/// How close the vendor's `expire` must be to a certificate's notAfter to be that certificate (the vendor
+/// shows seconds).
+const SAME_EXPIRY: time::Duration = time::Duration::minutes(1);
 /// Per-exchange timeout of DNS queries and updates.
 const DNS_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -381,7 +384,7 @@ impl Agent {
         record
             .cert
             .as_ref()
-            .filter(|_| record.step == Some(Step::Active))
+            .filter(|_| matches!(record.step, Some(Step::Active | Step::Verified)))
     }
 
     /// Returns true if and only if local state alone may decide: certkeeper pushed the running certificate,
@@ -472,16 +475,40 @@ impl Agent {
                         "would push the certificate issued by an earlier pass".into(),
                     ));
                 }
+                // Already active: a crash came between recording that and removing the bundle.
+                Ok(info)
+                    if self
+                        .active_cert(&record)
+                        .is_some_and(|c| c.serial == info.serial) =>
+                {
+                    self.store.remove_bundle(&d.id)?;
+                }
                 Ok(info) => {
                     tracing::info!("resuming: pushing the certificate issued by an earlier pass");
-                    if record.step != Some(Step::Issued)
-                        || record.cert.as_ref().is_none_or(|c| c.serial != info.serial)
+                    // Ask the vendor first: an earlier push may have been accepted without being recorded, and
+                    // whether the deployment has a certificate decides between POST and PUT.
+                    let state = emqx.inspect(&d.id).await?;
+                    record.tls_type = state.tls_type.clone().or(record.tls_type.take());
+                    record.step = Some(Step::Issued);
+                    record.cert = Some(cert_record(&bundle, info.clone(), d));
+                    record.create = state.expire.is_none();
+                    // Only a certificate the vendor is applying or runs counts as accepted: one it reports in
+                    // an unknown status (e.g. "failed") is pushed again.
+                    let applying = matches!(state.status, Status::Running | Status::Pending);
+                    if applying
+                        && state
+                            .expire
+                            .is_some_and(|e| (e - info.not_after).abs() <= SAME_EXPIRY)
                     {
-                        record.create = record.expire.is_none() && record.step.is_none();
-                        record.step = Some(Step::Issued);
-                        record.cert = Some(cert_record(&bundle, info, d));
+                        tracing::info!(
+                            "the vendor already has this certificate: waiting for it to run"
+                        );
+                        record.create = false;
+                        record.step = Some(Step::Pushed);
                         self.store.save_record(&d.id, &record)?;
+                        return self.wait_and_record(d, emqx, &mut record, stop).await;
                     }
+                    self.store.save_record(&d.id, &record)?;
                     let tls_type = self.tls_type(d, record.tls_type.as_deref())?;
                     return self
                         .push(d, emqx, &mut record, &bundle, tls_type, stop)
@@ -678,17 +705,13 @@ impl Agent {
                 self.config.acme.directory
             )));
         };
-        let acme = self
-            .staging
-            .get_or_try_init(|| AcmeClient::connect(&self.config.acme, staging, &self.store))
-            .await?;
         let spec = OrderSpec {
             domains: &d.domains,
             key_type: self.config.acme.key_type,
             profile: self.profile(d),
             replaces: None,
         };
-        let bundle = issue_with_retries(acme, &spec, &self.solvers[&d.dns]).await?;
+        let bundle = self.obtain(&self.staging, staging, d, &spec).await?;
         let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
         Ok(Done::DryRun(format!(
             "due ({}): trial issuance against {staging} passed (certificate {} for {}); would order from {} and \
@@ -753,30 +776,59 @@ impl Agent {
     }
 
     async fn issue(&self, d: &Deployment, replaces: Option<&str>) -> Result<Bundle, RenewError> {
-        let acme = self.acme().await?;
-        let profile = self.profile(d);
-        if let Some(profile) = profile {
-            let offered = acme.profiles();
-            if !offered.iter().any(|p| p == profile) {
-                return Err(RenewError::Config(format!(
-                    "ACME profile `{profile}` is not offered by {} (offered: {}) — fix `profile` in [acme] or the \
-                     [[deployment]]",
-                    self.config.acme.directory,
-                    if offered.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        offered.join(", ")
-                    }
-                )));
-            }
-        }
         let spec = OrderSpec {
             domains: &d.domains,
             key_type: self.config.acme.key_type,
-            profile,
+            profile: self.profile(d),
             replaces,
         };
-        issue_with_retries(acme, &spec, &self.solvers[&d.dns]).await
+        self.obtain(&self.acme, &self.config.acme.directory, d, &spec)
+            .await
+    }
+
+    /// Obtains a certificate from the CA at `directory` (its client kept in `cell`), retrying the whole
+    /// attempt — DNS preflight, account, order — with backoff while failures are transient. The DNS server is
+    /// checked before any order is placed, so a dead server leaves no orders behind.
+    async fn obtain(
+        &self,
+        cell: &tokio::sync::OnceCell<AcmeClient>,
+        directory: &str,
+        d: &Deployment,
+        spec: &OrderSpec<'_>,
+    ) -> Result<Bundle, RenewError> {
+        let solver = &self.solvers[&d.dns];
+        let mut owners: Vec<String> = d
+            .domains
+            .iter()
+            .map(|n| crate::solver::challenge_fqdn(n))
+            .collect();
+        owners.dedup();
+        let mut attempt = 1;
+        loop {
+            let result: Result<Bundle, AcmeError> = async {
+                crate::solver::Dns01Solver::preflight(solver, &owners).await?;
+                let acme = cell
+                    .get_or_try_init(|| {
+                        AcmeClient::connect(&self.config.acme, directory, &self.store)
+                    })
+                    .await?;
+                acme.issue(spec, solver).await
+            }
+            .await;
+            match result {
+                Ok(bundle) => return Ok(bundle),
+                Err(e) if e.is_transient() && attempt < ACME_ATTEMPTS => {
+                    let wait = crate::acme::backoff(attempt);
+                    tracing::warn!(
+                        attempt,
+                        "obtaining the certificate failed ({e}); trying again in {wait:?}"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The TLS type to push: the configured one, else the one the vendor reports, else one-way.
@@ -817,12 +869,16 @@ impl Agent {
         }
         let key = certs::encode_key(&bundle.key_pkcs8_pem, self.config.acme.key_format)?;
         let cacert = match (tls_type, &d.client_ca_file) {
-            (TlsType::TwoWay, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
-                RenewError::Config(format!(
-                    "cannot read client_ca_file {}: {e}",
-                    path.display()
-                ))
-            })?),
+            (TlsType::TwoWay, Some(path)) => Some(
+                crate::config::read_bounded(path)
+                    .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+                    .map_err(|e| {
+                        RenewError::Config(format!(
+                            "cannot read client_ca_file {}: {e}",
+                            path.display()
+                        ))
+                    })?,
+            ),
             _ => None,
         };
         let upload = Upload {
@@ -834,6 +890,8 @@ impl Agent {
         tracing::info!(method = if record.create { "POST" } else { "PUT" }, %tls_type, "pushing the certificate");
         emqx.deploy(&d.id, record.create, &upload).await?;
         fail::fail_point!("push-accepted");
+        // From now on the deployment has a certificate: any further push of this one is a PUT.
+        record.create = false;
         record.step = Some(Step::Pushed);
         self.store.save_record(&d.id, record)?;
         fail::fail_point!("pushed-recorded");
@@ -873,12 +931,13 @@ impl Agent {
                 "EMQX reports an expiry that differs from the pushed certificate's; check expire_timezone"
             );
         }
+        // The bundle goes first: a crash in between leaves step `pushed` and the next pass only waits.
+        self.store.remove_bundle(&d.id)?;
         record.step = Some(Step::Active);
         record.expire = Some(cert.not_after);
         record.create = false;
         self.store.save_record(&d.id, record)?;
         fail::fail_point!("active-recorded");
-        self.store.remove_bundle(&d.id)?;
         tracing::info!(serial = %cert.serial, expires = %day(cert.not_after), "certificate running");
         self.verify_endpoint(d, record).await?;
         Ok(Done::Renewed {
@@ -1005,26 +1064,3 @@ fn leaf_pem(chain: &str) -> Option<String> {
 /// How many orders one renewal may place when the CA or DNS fail transiently (each a new order, never a
 /// second certificate: failures after finalization are retried on the same order inside [`AcmeClient::issue`]).
 pub const ACME_ATTEMPTS: u32 = 4;
-
-async fn issue_with_retries(
-    acme: &AcmeClient,
-    spec: &OrderSpec<'_>,
-    solver: &Rfc2136Solver,
-) -> Result<Bundle, RenewError> {
-    let mut attempt = 1;
-    loop {
-        match acme.issue(spec, solver).await {
-            Ok(bundle) => return Ok(bundle),
-            Err(e) if e.is_transient() && attempt < ACME_ATTEMPTS => {
-                let wait = crate::acme::backoff(attempt);
-                tracing::warn!(
-                    attempt,
-                    "obtaining the certificate failed ({e}); trying again in {wait:?}"
-                );
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}

@@ -73,6 +73,17 @@ pub trait Dns01Solver: Send + Sync {
     ///
     /// When the removal is rejected or cannot be sent.
     fn cleanup<'a>(&'a self, record: &'a TxtRecord) -> SolverFuture<'a>;
+
+    /// Checks, before an ACME order is placed, that the records for these owners can be published: the
+    /// server answers and holds their zone. An order placed against a dead DNS server only leaves pending
+    /// orders behind. The default does nothing.
+    ///
+    /// # Errors
+    /// The same errors `present` would give for the server or the zone.
+    fn preflight<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {
+        let _ = owners;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Returns the absolute owner of the DNS-01 TXT record for `domain`.

@@ -192,6 +192,22 @@ impl Rfc2136Solver {
             .await
     }
 
+    /// Asks the server for the SOA of each owner's zone: proves it answers and serves the zone.
+    async fn preflight_owners(&self, owners: &[String]) -> Result<(), SolverError> {
+        let addrs = self.resolve().await?;
+        for fqdn in owners {
+            let owner = parse_name(fqdn, "record owner")?;
+            let zone = self.zone_for(&owner, &addrs).await?;
+            // A configured zone is not discovered, so ask for its SOA to reach the server at all.
+            if self.settings.zone.is_some() {
+                self.query(&addrs, &zone, RecordType::SOA, self.settings.query_timeout)
+                    .await
+                    .map_err(|err| err.into_solver_error(&self.settings.server))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves the configured `host:port` to the addresses to try, in order.
     async fn resolve(&self) -> Result<Vec<SocketAddr>, SolverError> {
         let server = &self.settings.server;
@@ -457,6 +473,10 @@ impl Dns01Solver for Rfc2136Solver {
 
     fn cleanup<'a>(&'a self, record: &'a TxtRecord) -> SolverFuture<'a> {
         Box::pin(self.cleanup_record(record))
+    }
+
+    fn preflight<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {
+        Box::pin(self.preflight_owners(owners))
     }
 }
 

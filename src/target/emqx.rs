@@ -28,6 +28,8 @@ pub const MAX_ATTEMPTS: u32 = 3;
 pub const RETRY_BASE: Duration = Duration::from_millis(500);
 /// A `Retry-After` longer than this is not waited out inside a pass: the request is deferred instead.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// The longest `Retry-After` taken at its word.
+pub const MAX_BLOCK: Duration = Duration::from_secs(24 * 3600);
 /// Timeout of one HTTP exchange.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read; the documented bodies are a few dozen bytes.
@@ -389,7 +391,11 @@ impl EmqxClient {
                             });
                         }
                         429 => {
-                            let wait = retry_after.unwrap_or(Duration::from_secs(60));
+                            // Whatever the vendor says, a block longer than a day is read as a day: the date
+                            // arithmetic must not overflow, and a pass a day later simply asks again.
+                            let wait = retry_after
+                                .unwrap_or(Duration::from_secs(60))
+                                .min(MAX_BLOCK);
                             let until = OffsetDateTime::now_utc() + wait;
                             self.budget.block(&self.config.key, until)?;
                             last = format!(
@@ -458,10 +464,14 @@ pub fn parse_state(body: &[u8], offset: time::UtcOffset) -> Result<TlsState, Str
             Some(other) => Err(format!("`{name}` is not a string: {other}")),
         }
     };
-    for key in obj.keys() {
-        if !matches!(key.as_str(), "tlsType" | "tls_type" | "expire" | "status") {
-            tracing::info!(field = %key, "EMQX API answered an undocumented field; ignored");
-        }
+    let undocumented: Vec<&str> = obj
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !matches!(*k, "tlsType" | "tls_type" | "expire" | "status"))
+        .take(10)
+        .collect();
+    if !undocumented.is_empty() {
+        tracing::info!(fields = ?undocumented, "EMQX API answered undocumented fields; ignored");
     }
     let tls_type = field("tlsType")?
         .or(field("tls_type")?)
