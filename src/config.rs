@@ -29,6 +29,8 @@ pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 /// Default cadence of `GET` while waiting for a pushed certificate to become `running`.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Default timeout of one HTTP exchange with the vendor API.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time to wait for `running` after a push.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The vendor's documented limit of `GET` requests per key per window.
@@ -218,6 +220,8 @@ pub struct EmqxConfig {
     pub expire_offset: time::UtcOffset,
     /// `GET` cadence while waiting for `running`.
     pub poll_interval: Duration,
+    /// Timeout of one HTTP exchange with the API (each of up to three attempts).
+    pub request_timeout: Duration,
     /// How long to wait for `running`.
     pub wait_timeout: Duration,
     /// Allowed `GET`s per window.
@@ -367,6 +371,7 @@ mod raw {
         pub expire_timezone: Option<Spanned<String>>,
         pub poll_interval: Option<Spanned<String>>,
         pub wait_timeout: Option<Spanned<String>>,
+        pub request_timeout: Option<Spanned<String>>,
         pub get_limit: Option<u32>,
         pub write_limit: Option<u32>,
         pub rate_window: Option<Spanned<String>>,
@@ -734,6 +739,15 @@ impl Loader<'_> {
             expire_offset,
             poll_interval,
             wait_timeout: self.duration(&raw.wait_timeout, DEFAULT_WAIT_TIMEOUT)?,
+            request_timeout: match self.duration(&raw.request_timeout, DEFAULT_REQUEST_TIMEOUT)? {
+                t if t.is_zero() => {
+                    return Err(self.err_at(
+                        span.clone(),
+                        format!("[emqx.{name}] request_timeout must be more than 0"),
+                    ));
+                }
+                t => t,
+            },
             get_limit: raw.get_limit.unwrap_or(DEFAULT_GET_LIMIT),
             write_limit: raw.write_limit.unwrap_or(DEFAULT_WRITE_LIMIT),
             rate_window: self.duration(&raw.rate_window, DEFAULT_RATE_WINDOW)?,

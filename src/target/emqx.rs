@@ -30,8 +30,7 @@ pub const RETRY_BASE: Duration = Duration::from_millis(500);
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// The longest `Retry-After` taken at its word.
 pub const MAX_BLOCK: Duration = Duration::from_secs(24 * 3600);
-/// Timeout of one HTTP exchange.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Largest response body read; the documented bodies are a few dozen bytes.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -347,7 +346,7 @@ impl EmqxClient {
                 Method::Put => self.http.put(&url),
             }
             .basic_auth(&self.config.key, Some(self.config.secret.expose_secret()))
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(self.config.request_timeout)
             .header(reqwest::header::ACCEPT, "application/json");
             if let Some(b) = &body {
                 req = req
