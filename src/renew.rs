@@ -368,7 +368,8 @@ impl Agent {
                 renew_at: plan.renew_at,
                 rule: plan.rule.to_string(),
                 next_inspect,
-                at_risk: slot.at_risk.then(|| {
+                // A renewal that happened anyway is no longer at risk.
+                at_risk: (slot.at_risk && !matches!(result, Ok(Done::Renewed { .. }))).then(|| {
                     "the vendor's write budget cannot renew it before it expires".to_owned()
                 }),
             });

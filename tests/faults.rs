@@ -1323,3 +1323,51 @@ fn a_state_dir_writable_by_others_is_refused() {
         "nothing was written there"
     );
 }
+
+#[test]
+fn the_endpoint_tells_the_lifetime_of_a_certificate_certkeeper_did_not_push() {
+    // A 20-day certificate with 8 days left: knowing only `expire`, the 30-day fallback would renew it now; the
+    // handshake shows its lifetime, so the lifetime rule (renew with a third left, ~6.7 days) says not yet.
+    let case = Case::new("learned");
+    let id = "t-learned";
+    let domain = "t-learned.example.test";
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("whole second");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_owned()]).expect("params");
+    params.not_before = now - Duration::days(12);
+    params.not_after = now + Duration::days(8);
+    let cert = params.self_signed(&key).expect("self-sign");
+    let endpoint = TlsEndpoint::start(certified_key(&cert.pem(), &key.serialize_pem()));
+    case.deployment(id, "one-way", Some(now + Duration::days(8)));
+    let config = case
+        .config()
+        .deployment(id, &[domain])
+        .with("endpoint", &endpoint.addr.to_string())
+        .write();
+
+    let exclusive = bed().exclusive();
+    let run = case.run(&config, &["renew"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+
+    assert_eq!(run.code(), Some(0), "{run}");
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("not due") && line.contains("lifetime rule"),
+        "{run}"
+    );
+    assert_eq!(acme.orders, 0, "{acme:?}");
+    assert!(endpoint.handshakes() >= 1, "the endpoint was asked");
+    assert!(
+        record(&case, id)["served"]["not_before"].is_string(),
+        "the lifetime is recorded"
+    );
+    case.assert_invariants();
+}

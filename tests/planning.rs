@@ -1058,3 +1058,71 @@ fn own_budget_never_sends_before_the_vendors_window_frees() {
         case.request_summary()
     );
 }
+
+#[test]
+fn deployments_the_write_budget_cannot_renew_in_time_are_named_at_risk() {
+    // Twelve deployments on one key whose certificates expire in a day and a half: with 6 writes an hour they
+    // must start 10 minutes apart, and the deadline (a day before expiry) is 30 minutes away, so all but the last
+    // few cannot make it. The log and `status` must say which.
+    const N: usize = 12;
+    let case = Case::new("risk");
+    case.standin.settings(&json!({"pending": 0}));
+    let mut config = case.config();
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let id = format!("t-risk-{i:02}");
+        case.deployment(
+            &id,
+            "one-way",
+            Some(from_now(Duration::days(1) + Duration::minutes(30))),
+        );
+        config = config.deployment(&id, &[format!("{id}.example.test").as_str()]);
+        ids.push(id);
+    }
+    let config = config.write();
+
+    let bed = bed().exclusive();
+    let run = case.run(&config, &["renew"]);
+    drop(bed);
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(
+        run.stderr.contains("at risk"),
+        "the log names the risk:\n{run}"
+    );
+    // Six writes this hour: six renewed, the others deferred, none failed.
+    assert_eq!(run.stdout.matches(": renewed: ").count(), 6, "{run}");
+    assert_eq!(
+        run.stdout.matches(": deferred until ").count(),
+        N - 6,
+        "{run}"
+    );
+
+    let status = case.run(&config, &["status"]);
+    assert_eq!(status.code(), Some(0), "{status}");
+    let at_risk: Vec<&str> = status
+        .stdout
+        .lines()
+        .filter(|l| l.contains("AT RISK"))
+        .collect();
+    assert!(
+        !at_risk.is_empty(),
+        "status names deployments at risk:\n{status}"
+    );
+    let renewed: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains(": renewed: "))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    for line in &at_risk {
+        assert!(ids.iter().any(|id| line.starts_with(id.as_str())), "{line}");
+        assert!(
+            !renewed.iter().any(|id| line.starts_with(&format!("{id} "))),
+            "a renewed deployment is no longer at risk: {line}"
+        );
+    }
+    assert!(
+        status.stdout.contains("0/6 writes left"),
+        "the budget line shows the spent writes:\n{status}"
+    );
+}
