@@ -82,6 +82,17 @@ impl Budget {
         })
     }
 
+    /// Re-reads the budget file: another certkeeper (a timer-driven `renew` beside the daemon) may have spent
+    /// requests since this one loaded it. Call it under the state lock, at the start of a pass.
+    ///
+    /// # Errors
+    /// I/O errors and a corrupt file; the in-memory budget is then kept.
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let fresh: BTreeMap<String, Usage> = self.store.read_json(FILE)?.unwrap_or_default();
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
     /// Charges one request of `kind` to `key` at `now`, or says when it would be allowed.
     ///
     /// # Errors

@@ -328,6 +328,32 @@ pub fn check_issuer_key_match(bundle: &Bundle) -> Result<(), CertError> {
     }
 }
 
+/// The key type of the bundle's leaf, when it is one certkeeper issues.
+pub fn key_type(bundle: &Bundle) -> Option<KeyType> {
+    use x509_parser::public_key::PublicKey;
+    let ders = parse_pem_certs(bundle.chain_pem.as_bytes()).ok()?;
+    let (_, leaf) = X509Certificate::from_der(ders.first()?).ok()?;
+    match leaf.public_key().parsed().ok()? {
+        PublicKey::RSA(rsa) if rsa.key_size() == 2048 => Some(KeyType::Rsa2048),
+        PublicKey::EC(_) => {
+            let curve = leaf
+                .public_key()
+                .algorithm
+                .parameters
+                .as_ref()?
+                .as_oid()
+                .ok()?
+                .to_id_string();
+            match curve.as_str() {
+                "1.2.840.10045.3.1.7" => Some(KeyType::EcdsaP256),
+                "1.3.132.0.34" => Some(KeyType::EcdsaP384),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// EMQX accepts RSA 1024/2048 and ECDSA P-256/P-384 leaves only.
 fn check_key_type(leaf: &X509Certificate<'_>) -> Result<(), CertError> {
     use x509_parser::public_key::PublicKey;
@@ -458,6 +484,13 @@ mod tests {
         }
         let b = bundle(&["a.example.com"], KeyType::Rsa2048, 90);
         assert!(validate(&b, &["a.example.com".into()], now()).is_ok());
+    }
+
+    #[test]
+    fn key_type_of_the_leaf() {
+        for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+            assert_eq!(key_type(&bundle(&["a.example.com"], kt, 90)), Some(kt));
+        }
     }
 
     #[test]

@@ -452,6 +452,8 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
     for report in reports {
         match report.result {
             Ok(done) => println!("{}: {done}", report.id),
+            // Stopped by a signal at a safe point: nothing failed, the next pass resumes.
+            Err(e @ renew::RenewError::Interrupted(_)) => println!("{}: {e}", report.id),
             Err(e) => {
                 code = EXIT_FAILED;
                 eprintln!("{}: {e}", report.id);

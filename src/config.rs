@@ -545,7 +545,7 @@ impl Loader<'_> {
         }
     }
 
-    fn acme(&self, raw: Option<Spanned<raw::Acme>>) -> Result<AcmeConfig, ConfigError> {
+    fn acme(&mut self, raw: Option<Spanned<raw::Acme>>) -> Result<AcmeConfig, ConfigError> {
         let Some(raw) = raw else {
             return Err(self.err("missing [acme] section (at least `directory = \"letsencrypt\"`)"));
         };
@@ -559,6 +559,7 @@ impl Loader<'_> {
             None => None,
             Some(d) => Some(self.directory("staging_directory", d)?),
         };
+        self.inline_secrets |= raw.eab_hmac_key.is_some();
         let eab = match &raw.eab_kid {
             None if raw.eab_hmac_key.is_some()
                 || raw.eab_hmac_key_file.is_some()
@@ -679,8 +680,10 @@ impl Loader<'_> {
             tsig_algorithm: raw.tsig_algorithm.unwrap_or(TsigAlgorithm::HmacSha256),
             tsig_secret: decoded.into(),
             zone: raw.zone.as_deref().map(absolute),
-            propagation_timeout: self
-                .duration(&raw.propagation_timeout, Duration::from_secs(120))?,
+            propagation_timeout: self.duration(
+                &raw.propagation_timeout,
+                crate::solver::rfc2136::DEFAULT_PROPAGATION_TIMEOUT,
+            )?,
         })
     }
 
@@ -750,7 +753,15 @@ impl Loader<'_> {
             },
             get_limit: raw.get_limit.unwrap_or(DEFAULT_GET_LIMIT),
             write_limit: raw.write_limit.unwrap_or(DEFAULT_WRITE_LIMIT),
-            rate_window: self.duration(&raw.rate_window, DEFAULT_RATE_WINDOW)?,
+            rate_window: match self.duration(&raw.rate_window, DEFAULT_RATE_WINDOW)? {
+                w if w < Duration::from_secs(1) => {
+                    return Err(self.err_at(
+                        span.clone(),
+                        format!("[emqx.{name}] rate_window must be at least 1s"),
+                    ));
+                }
+                w => w,
+            },
             inspect_interval: self.duration(&raw.inspect_interval, DEFAULT_INSPECT_INTERVAL)?,
             import_minimum: self.duration(&raw.import_minimum, DEFAULT_IMPORT_MINIMUM)?,
             issuer_key_match: raw.issuer_key_match.unwrap_or(IssuerKeyMatch::Warn),

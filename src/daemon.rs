@@ -21,6 +21,8 @@ use crate::renew::{self, Agent, Report};
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
 
+/// The shortest sleep before a pass for deferred renewals.
+const MIN_DEFERRED_WAIT: Duration = Duration::from_secs(60);
 /// How long a pass in flight may take to reach a safe point after SIGTERM.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -54,10 +56,6 @@ fn next_tick(
     config: &Config,
     deferred_until: Option<OffsetDateTime>,
 ) -> Option<(OffsetDateTime, Duration)> {
-    if let Some(until) = deferred_until {
-        let wait = Duration::try_from(until - OffsetDateTime::now_utc()).unwrap_or_default();
-        return Some((until.max(OffsetDateTime::now_utc()), wait));
-    }
     let now = chrono::Utc::now();
     let next = config.schedule.cron.after(&now).next()?;
     let until_tick = (next - now).to_std().unwrap_or_default();
@@ -66,8 +64,16 @@ fn next_tick(
     } else {
         config.schedule.jitter.mul_f64(rand::random::<f64>())
     };
-    let at = OffsetDateTime::now_utc() + until_tick + jitter;
-    Some((at, until_tick + jitter))
+    let mut wait = until_tick + jitter;
+    // A deferred renewal may bring the next pass forward, never push the schedule back; and never sooner than
+    // a minute, so a zero Retry-After cannot make the daemon spin.
+    if let Some(until) = deferred_until {
+        let deferred = Duration::try_from(until - OffsetDateTime::now_utc())
+            .unwrap_or_default()
+            .max(MIN_DEFERRED_WAIT);
+        wait = wait.min(deferred);
+    }
+    Some((OffsetDateTime::now_utc() + wait, wait))
 }
 
 fn build(config: Config) -> Result<Agent, renew::RenewError> {
@@ -92,7 +98,9 @@ pub async fn run(
     let (trigger, stop) = shutdown::channel();
 
     if let Some(every) = Notifier::watchdog_interval() {
-        // The watchdog is the one wake-up between ticks, and only when systemd asks for it.
+        // The watchdog is the one wake-up between ticks, and only when systemd asks for it. The runtime has a
+        // single thread, so a ping proves the event loop still turns: anything blocking it stops the pings, and
+        // every network wait inside a pass has its own timeout.
         let watchdog = Notifier::from_env();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);

@@ -4,8 +4,8 @@
 //! One renewal of one deployment is a pipeline, and the modules follow it:
 //!
 //! ```text
-//! config ──► plan ──► acme ──► certs ──► target::emqx ──► store
-//! (what)     (when)   (issue)  (check)   (push, wait)     (record)
+//! config ──► plan ──► acme ──► certs ──► target::emqx ──► verify ──► store
+//! (what)     (when)   (issue)  (check)   (push, wait)     (served?)   (record)
 //! ```
 //!
 //! # Layout

@@ -23,9 +23,10 @@ use crate::store::CertRecord;
 pub const UNKNOWN_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Lifetimes up to this renew at half their life instead of a third.
 pub const SHORT_LIFETIME: Duration = Duration::from_secs(10 * 24 * 3600);
-/// How far apart the vendor's `expire` and a pushed certificate's notAfter may be and still be the same
-/// certificate (the vendor shows seconds; a wrong `expire_timezone` shifts it by hours).
-const SAME_CERT_TOLERANCE: time::Duration = time::Duration::days(1);
+/// How far apart the vendor's `expire` and a certificate's notAfter may be and still be that certificate: the
+/// vendor shows seconds, and a wrong `expire_timezone` shifts it by up to 14 hours, while a renewal moves the
+/// expiry by weeks.
+pub const SAME_CERT_TOLERANCE: time::Duration = time::Duration::days(1);
 
 /// Which rule set the renewal time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

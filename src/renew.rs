@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use time::OffsetDateTime;
 
 use crate::acme::{AcmeClient, AcmeError, OrderSpec};
@@ -21,18 +21,15 @@ use crate::config::{Config, Deployment, TlsType};
 use crate::plan::{self, Plan, Rule, Slot};
 use crate::shutdown::Shutdown;
 use crate::solver::rfc2136::{Rfc2136Settings, Rfc2136Solver};
-use crate::store::{AriRecord, CertRecord, Outcome, PlanRecord, Record, Step, Store, StoreError};
+use crate::solver::{Dns01Solver, SolverFuture, TxtRecord};
+use crate::store::{
+    AriRecord, CertRecord, Outcome, PendingOrder, PlanRecord, Record, Step, Store, StoreError,
+};
 use crate::target::emqx::{EmqxClient, EmqxError, Status, TlsState, Upload};
 
-/// The vendor rejects certificates with less than this left ("cannot be imported within 60 days"); a CA
-/// whose certificates are shorter-lived deserves a warning.
-const VENDOR_IMPORT_MINIMUM: time::Duration = time::Duration::days(60);
 /// Bounds on how soon to ask the CA for a renewal window again, whatever its Retry-After says.
 const ARI_RECHECK_MIN: time::Duration = time::Duration::minutes(1);
 const ARI_RECHECK_MAX: time::Duration = time::Duration::days(1);
-/// How close the vendor's `expire` must be to a certificate's notAfter to be that certificate (the vendor
-/// shows seconds).
-const SAME_EXPIRY: time::Duration = time::Duration::minutes(1);
 /// Per-exchange timeout of DNS queries and updates.
 const DNS_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -154,6 +151,7 @@ type Prefetched = Option<Result<TlsState, EmqxError>>;
 pub struct Agent {
     config: Config,
     store: Store,
+    budget: Arc<Budget>,
     emqx: BTreeMap<String, EmqxClient>,
     solvers: BTreeMap<String, Rfc2136Solver>,
     acme: tokio::sync::OnceCell<AcmeClient>,
@@ -221,6 +219,7 @@ impl Agent {
         Ok(Agent {
             config,
             store,
+            budget,
             emqx,
             solvers,
             acme: tokio::sync::OnceCell::new(),
@@ -255,6 +254,10 @@ impl Agent {
     /// the certificate that expires first. Returns one report per deployment handled; when `stop` fires,
     /// deployments not yet started are left for the next pass and get no report.
     pub async fn pass(&self, only: &[String], force: bool, stop: &Shutdown) -> Vec<Report> {
+        // A long-lived agent (the daemon) must see what other processes spent since its last pass.
+        if let Err(e) = self.budget.reload() {
+            tracing::warn!("cannot re-read the request budget, using the one in memory: {e}");
+        }
         let now = OffsetDateTime::now_utc();
         let selected: Vec<&Deployment> = self
             .config
@@ -465,7 +468,47 @@ impl Agent {
             tracing::info!(
                 "resuming: checking the endpoint serves the certificate made active by an earlier pass"
             );
-            self.verify_endpoint(d, &mut record).await?;
+            if let Err(e) = self.verify_endpoint(d, &mut record).await {
+                // An endpoint that never shows the certificate must not block a renewal that is due.
+                if !self.local_plan(d, &record, now).is_due(now) && !force {
+                    return Err(e);
+                }
+                tracing::warn!("{e}; renewing anyway because renewal is due");
+            }
+        }
+        // An order an earlier process was finalizing: its certificate may exist at the CA; fetch it rather than
+        // order another. TXT records a killed process left are removed first.
+        if !self.dry_run {
+            JournaledSolver {
+                inner: &self.solvers[&d.dns],
+                store: &self.store,
+                id: &d.id,
+            }
+            .clean_leftovers()
+            .await;
+            if self.store.bundle(&d.id)?.is_some() {
+                self.store.remove_pending_order(&d.id)?;
+            } else if let Some(pending) = self.store.pending_order(&d.id)? {
+                tracing::info!(order = %pending.url, "resuming: fetching the certificate of the order an earlier pass finalized");
+                match self
+                    .acme()
+                    .await?
+                    .resume(&pending.url, &pending.key_pkcs8_pem, &d.domains)
+                    .await
+                {
+                    Ok(bundle) => {
+                        self.store.save_bundle(&d.id, &bundle)?;
+                        self.store.remove_pending_order(&d.id)?;
+                    }
+                    Err(e) if e.is_transient() => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(
+                            "the saved order gives no certificate ({e}); ordering a new one"
+                        );
+                        self.store.remove_pending_order(&d.id)?;
+                    }
+                }
+            }
         }
         // A saved bundle is the certificate in flight, whatever the record says: a crash may have come between
         // saving the bundle and recording the step, and issuing again would waste a certificate.
@@ -497,9 +540,9 @@ impl Agent {
                     // an unknown status (e.g. "failed") is pushed again.
                     let applying = matches!(state.status, Status::Running | Status::Pending);
                     if applying
-                        && state
-                            .expire
-                            .is_some_and(|e| (e - info.not_after).abs() <= SAME_EXPIRY)
+                        && state.expire.is_some_and(|e| {
+                            (e - info.not_after).abs() <= plan::SAME_CERT_TOLERANCE
+                        })
                     {
                         tracing::info!(
                             "the vendor already has this certificate: waiting for it to run"
@@ -514,6 +557,13 @@ impl Agent {
                     return self
                         .push(d, emqx, &mut record, &bundle, tls_type, stop)
                         .await;
+                }
+                Err(e) if self.worth_keeping(d, &bundle, now) => {
+                    // Waiting (a clock a second behind the CA's) or a config change (import_minimum,
+                    // issuer_key_match) makes it pushable as it is: another order would only waste a certificate.
+                    return Err(RenewError::Cert(CertError::Invalid(format!(
+                        "the saved certificate cannot be pushed yet ({e}); it is kept and no new one is ordered"
+                    ))));
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -565,7 +615,7 @@ impl Agent {
         if self.active_cert(&record).is_some_and(|c| {
             state
                 .expire
-                .is_none_or(|e| (e - c.not_after).abs() > time::Duration::days(1))
+                .is_none_or(|e| (e - c.not_after).abs() > plan::SAME_CERT_TOLERANCE)
         }) {
             tracing::warn!(
                 "the deployment no longer runs the certificate certkeeper pushed; planning from what it runs now"
@@ -618,22 +668,23 @@ impl Agent {
             .as_ref()
             .and(self.active_cert(&record))
             .and_then(|c| c.leaf_pem.clone());
-        let bundle = self.issue(d, replaces.as_deref()).await?;
-        let info = self.check_pushable(d, &bundle, OffsetDateTime::now_utc())?;
-        if info.not_after - info.not_before < VENDOR_IMPORT_MINIMUM {
-            tracing::warn!(
-                days = (info.not_after - info.not_before).whole_days(),
-                "the CA's certificates live shorter than the vendor's 60-day import rule accepts; EMQX may refuse them"
-            );
-        }
+        let bundle = self.issue(d, replaces.as_deref(), true).await?;
+        // Saved before any check: an issued certificate is never thrown away, whatever the checks say.
         self.store.save_bundle(&d.id, &bundle)?;
+        self.store.remove_pending_order(&d.id)?;
         fail::fail_point!("issued-saved");
+        let leaf = certs::parse_pem_certs(bundle.chain_pem.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| CertError::Invalid("the CA sent no certificate".into()))?;
         record.step = Some(Step::Issued);
         record.create = create;
         record.ari = None;
         record.ari_next_check = None;
-        record.cert = Some(cert_record(&bundle, info, d));
+        record.cert = Some(cert_record(&bundle, certs::leaf_info(&leaf)?, d));
         self.store.save_record(&d.id, &record)?;
+        // A bundle that fails here stays saved; the next pass decides whether it can still be pushed.
+        self.check_pushable(d, &bundle, OffsetDateTime::now_utc())?;
         fail::fail_point!("issued-recorded");
         self.push(d, emqx, &mut record, &bundle, tls_type, stop)
             .await
@@ -712,7 +763,7 @@ impl Agent {
             profile: self.profile(d),
             replaces: None,
         };
-        let bundle = self.obtain(&self.staging, staging, d, &spec).await?;
+        let bundle = self.obtain(&self.staging, staging, d, &spec, false).await?;
         let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
         Ok(Done::DryRun(format!(
             "due ({}): trial issuance against {staging} passed (certificate {} for {}); would order from {} and \
@@ -771,19 +822,24 @@ impl Agent {
             .iter()
             .find(|d| d.id == id)
             .ok_or_else(|| RenewError::Config(format!("no deployment {id} is configured")))?;
-        let bundle = self.issue(d, None).await?;
+        let bundle = self.issue(d, None, false).await?;
         let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
         Ok((bundle, info))
     }
 
-    async fn issue(&self, d: &Deployment, replaces: Option<&str>) -> Result<Bundle, RenewError> {
+    async fn issue(
+        &self,
+        d: &Deployment,
+        replaces: Option<&str>,
+        persist: bool,
+    ) -> Result<Bundle, RenewError> {
         let spec = OrderSpec {
             domains: &d.domains,
             key_type: self.config.acme.key_type,
             profile: self.profile(d),
             replaces,
         };
-        self.obtain(&self.acme, &self.config.acme.directory, d, &spec)
+        self.obtain(&self.acme, &self.config.acme.directory, d, &spec, persist)
             .await
     }
 
@@ -796,8 +852,13 @@ impl Agent {
         directory: &str,
         d: &Deployment,
         spec: &OrderSpec<'_>,
+        persist: bool,
     ) -> Result<Bundle, RenewError> {
-        let solver = &self.solvers[&d.dns];
+        let solver = &JournaledSolver {
+            inner: &self.solvers[&d.dns],
+            store: &self.store,
+            id: &d.id,
+        };
         let mut owners: Vec<String> = d
             .domains
             .iter()
@@ -807,13 +868,31 @@ impl Agent {
         let mut attempt = 1;
         loop {
             let result: Result<Bundle, AcmeError> = async {
-                crate::solver::Dns01Solver::preflight(solver, &owners).await?;
+                solver.preflight(&owners).await?;
                 let acme = cell
                     .get_or_try_init(|| {
                         AcmeClient::connect(&self.config.acme, directory, &self.store)
                     })
                     .await?;
-                acme.issue(spec, solver).await
+                match persist {
+                    // Renewals persist the order before finalization; dry runs and `issue` keep nothing.
+                    true => {
+                        let save = |url: &str, key: &SecretString| {
+                            self.store.save_pending_order(
+                                &d.id,
+                                &PendingOrder {
+                                    url: url.to_owned(),
+                                    key_pkcs8_pem: key.clone(),
+                                },
+                            )
+                        };
+                        acme.issue(spec, solver, &save).await
+                    }
+                    false => {
+                        acme.issue(spec, solver, &|_: &str, _: &SecretString| Ok(()))
+                            .await
+                    }
+                }
             }
             .await;
             match result {
@@ -908,7 +987,7 @@ impl Agent {
     ) -> Result<Done, RenewError> {
         // Waiting only reads: it may be abandoned at any moment, the step `Pushed` is already saved.
         let waited = tokio::select! {
-            state = emqx.wait_active(&d.id) => state,
+            state = emqx.wait_active(&d.id, record.cert.as_ref().map(|c| c.not_after)) => state,
             () = stop.wait() => return Err(RenewError::Interrupted("the vendor reported running")),
         };
         let state: TlsState = match waited {
@@ -923,13 +1002,10 @@ impl Agent {
         let cert = record.cert.clone().ok_or_else(|| {
             RenewError::Config("the record of the pushed certificate is missing".into())
         })?;
-        if let Some(expire) = state.expire
-            && (expire - cert.not_after).abs() > time::Duration::days(1)
-        {
+        // wait_active only accepts `running` with the pushed certificate's expiry; without one it cannot tell.
+        if state.expire.is_none() {
             tracing::warn!(
-                reported = %day(expire),
-                pushed = %day(cert.not_after),
-                "EMQX reports an expiry that differs from the pushed certificate's; check expire_timezone"
+                "EMQX reports running without an expiry; cannot confirm it runs the pushed certificate"
             );
         }
         // The bundle goes first: a crash in between leaves step `pushed` and the next pass only waits.
@@ -976,6 +1052,23 @@ impl Agent {
         Ok(())
     }
 
+    /// Returns true if and only if a saved bundle that fails the push checks may still become pushable as it
+    /// is: not yet valid (clock skew), or failing only a vendor rule the operator can relax. An expired one, one
+    /// for other names, or one with another key type than configured is not.
+    fn worth_keeping(&self, d: &Deployment, bundle: &Bundle, now: OffsetDateTime) -> bool {
+        let Some(info) = certs::parse_pem_certs(bundle.chain_pem.as_bytes())
+            .ok()
+            .and_then(|ders| ders.first().and_then(|der| certs::leaf_info(der).ok()))
+        else {
+            return false;
+        };
+        if now < info.not_before {
+            return true;
+        }
+        certs::validate(bundle, &d.domains, now).is_ok()
+            && certs::key_type(bundle).is_some_and(|k| k == self.config.acme.key_type)
+    }
+
     /// With `endpoint` configured, reads the certificate the deployment serves from a handshake: when it is the
     /// one `expire` describes, its lifetime is known and the lifetime rule can plan its renewal.
     async fn learn_served(
@@ -985,7 +1078,7 @@ impl Agent {
     ) -> Option<CertRecord> {
         let (endpoint, expire) = (d.endpoint.as_deref()?, expire?);
         match crate::verify::served_leaf(endpoint, &sni(d)).await {
-            Ok(served) if (served.not_after - expire).abs() <= time::Duration::days(1) => {
+            Ok(served) if (served.not_after - expire).abs() <= plan::SAME_CERT_TOLERANCE => {
                 Some(CertRecord {
                     serial: served.serial,
                     not_before: served.not_before,
@@ -1065,3 +1158,78 @@ fn leaf_pem(chain: &str) -> Option<String> {
 /// How many orders one renewal may place when the CA or DNS fail transiently (each a new order, never a
 /// second certificate: failures after finalization are retried on the same order inside [`AcmeClient::issue`]).
 pub const ACME_ATTEMPTS: u32 = 4;
+
+/// Keeps a journal of the TXT records published for one deployment (`deployments/ID.txt.json`), so that a
+/// process killed between publishing and removing them leaves the next pass a list to clean up.
+struct JournaledSolver<'a> {
+    inner: &'a Rfc2136Solver,
+    store: &'a Store,
+    id: &'a str,
+}
+
+impl JournaledSolver<'_> {
+    fn journal(&self) -> String {
+        format!("deployments/{}.txt.json", self.id)
+    }
+
+    fn edit(&self, record: &TxtRecord, add: bool) -> Result<(), crate::solver::SolverError> {
+        let entry = (record.fqdn.clone(), record.value.clone());
+        let mut entries: Vec<(String, String)> = self
+            .store
+            .read_json(&self.journal())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        entries.retain(|e| *e != entry);
+        if add {
+            entries.push(entry);
+        }
+        let saved = if entries.is_empty() {
+            self.store.remove_file(&self.journal())
+        } else {
+            self.store.write_json(&self.journal(), &entries)
+        };
+        // Journaling is best effort: it must not stop a renewal; the record is still removed in this pass.
+        if let Err(e) = saved {
+            tracing::warn!("cannot journal the TXT record {}: {e}", record.fqdn);
+        }
+        Ok(())
+    }
+
+    /// Removes records a killed process left behind.
+    async fn clean_leftovers(&self) {
+        let entries: Vec<(String, String)> = self
+            .store
+            .read_json(&self.journal())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for (fqdn, value) in entries {
+            let record = TxtRecord { fqdn, value };
+            tracing::info!(owner = %record.fqdn, "removing a TXT record an interrupted pass left");
+            if self.inner.cleanup(&record).await.is_ok() {
+                let _ = self.edit(&record, false);
+            }
+        }
+    }
+}
+
+impl Dns01Solver for JournaledSolver<'_> {
+    fn present<'a>(&'a self, record: &'a TxtRecord) -> SolverFuture<'a> {
+        Box::pin(async move {
+            self.edit(record, true)?;
+            self.inner.present(record).await
+        })
+    }
+
+    fn cleanup<'a>(&'a self, record: &'a TxtRecord) -> SolverFuture<'a> {
+        Box::pin(async move {
+            self.inner.cleanup(record).await?;
+            self.edit(record, false)
+        })
+    }
+
+    fn preflight<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {
+        self.inner.preflight(owners)
+    }
+}

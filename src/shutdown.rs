@@ -2,8 +2,9 @@
 //!
 //! A pass checks [`Shutdown::is_stopping`] only at safe points — before a deployment, before an ACME order,
 //! before a write to the vendor — and may stop *waiting* (for `running`) at any moment, because every step
-//! before it is persisted. Work between issuing a certificate and saving it has no await point, so it can
-//! never be cut in half.
+//! before it is persisted. The one span where a certificate exists but is not yet saved — finalization and
+//! download — is covered by the pending order saved just before it: a pass that resumes fetches that
+//! certificate instead of ordering another.
 
 use tokio::sync::watch;
 

@@ -11,8 +11,11 @@
 //! {state_dir}/budget.json               vendor API requests made per key (see budget.rs)
 //! {state_dir}/deployments/{id}.json     the deployment's record (step, last result, pushed certificate)
 //! {state_dir}/deployments/{id}.pem      issued bundle (key + chain) not yet active at the vendor (secret)
+//! {state_dir}/deployments/{id}.order.json  order being finalized and its certificate's key (secret)
+//! {state_dir}/deployments/{id}.txt.json    DNS-01 records published and not yet removed
 //! ```
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
@@ -179,6 +182,23 @@ pub struct Record {
     /// The last plan.
     #[serde(default)]
     pub plan: Option<PlanRecord>,
+}
+
+/// An ACME order being finalized: where it is and the key its certificate is for.
+pub struct PendingOrder {
+    /// The order URL.
+    pub url: String,
+    /// The new certificate's key, PKCS#8 PEM.
+    pub key_pkcs8_pem: SecretString,
+}
+
+impl fmt::Debug for PendingOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingOrder")
+            .field("url", &self.url)
+            .field("key_pkcs8_pem", &"[redacted]")
+            .finish()
+    }
 }
 
 /// The state directory. Cheap to clone; holds no open files.
@@ -351,6 +371,14 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a state file (relative to the state dir); a missing one is fine.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn remove_file(&self, name: &str) -> Result<(), StoreError> {
+        self.remove(name)
+    }
+
     fn remove(&self, name: &str) -> Result<(), StoreError> {
         let path = self.dir.join(name);
         match fs::remove_file(&path) {
@@ -421,6 +449,49 @@ impl Store {
             key_pkcs8_pem: SecretString::from(text[start..end].to_owned()),
             chain_pem,
         }))
+    }
+
+    /// Saves the order about to be finalized and the new certificate's key, so that a certificate the CA issues
+    /// can be fetched after a crash instead of ordered again.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError> {
+        let json = serde_json::json!({
+            "url": order.url,
+            "key_pkcs8_pem": order.key_pkcs8_pem.expose_secret(),
+        });
+        self.write_json(&format!("deployments/{id}.order.json"), &json)
+    }
+
+    /// The order deployment `id` was finalizing when the process stopped, if any.
+    ///
+    /// # Errors
+    /// I/O errors and [`StoreError::Corrupt`].
+    pub fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
+        let name = format!("deployments/{id}.order.json");
+        let Some(value) = self.read_json::<serde_json::Value>(&name)? else {
+            return Ok(None);
+        };
+        let field = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        match (field("url"), field("key_pkcs8_pem")) {
+            (Some(url), Some(key)) => Ok(Some(PendingOrder {
+                url,
+                key_pkcs8_pem: key.into(),
+            })),
+            _ => Err(StoreError::Corrupt {
+                path: self.dir.join(name),
+                detail: "url or key missing".into(),
+            }),
+        }
+    }
+
+    /// Removes the pending order of deployment `id` once its certificate is saved as a bundle.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn remove_pending_order(&self, id: &str) -> Result<(), StoreError> {
+        self.remove(&format!("deployments/{id}.order.json"))
     }
 
     /// Removes the bundle of deployment `id` once it is active at the vendor.

@@ -49,7 +49,7 @@ use super::{Dns01Solver, SolverError, SolverFuture, TsigErrorCode, TxtRecord};
 /// Suggested [`Rfc2136Settings::query_timeout`].
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Suggested [`Rfc2136Settings::propagation_timeout`].
-pub const DEFAULT_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// TTL of the challenge records we add: short, so resolvers that cached a value forget it soon.
 const TXT_TTL: u32 = 60;

@@ -277,7 +277,14 @@ impl EmqxClient {
     ///
     /// # Errors
     /// [`EmqxError::WaitTimeout`] with the last status, or any error of [`EmqxClient::inspect`].
-    pub async fn wait_active(&self, id: &str) -> Result<TlsState, EmqxError> {
+    ///
+    /// With `expect` (the pushed certificate's notAfter), `running` counts only once `expire` shows that
+    /// certificate: a GET answered before the vendor switched to `pending` still shows the previous one.
+    pub async fn wait_active(
+        &self,
+        id: &str,
+        expect: Option<OffsetDateTime>,
+    ) -> Result<TlsState, EmqxError> {
         let start = tokio::time::Instant::now();
         let deadline = start + self.config.wait_timeout;
         loop {
@@ -294,7 +301,17 @@ impl EmqxClient {
                 }
                 other => other?,
             };
+            let shows_previous = match (expect, state.expire) {
+                (Some(want), Some(got)) => (got - want).abs() > crate::plan::SAME_CERT_TOLERANCE,
+                _ => false,
+            };
             match &state.status {
+                Status::Running if shows_previous => {
+                    tracing::debug!(
+                        deployment = id,
+                        "running, but still the previous certificate; waiting"
+                    );
+                }
                 Status::Running => return Ok(state),
                 // The docs know only running and pending: anything else (e.g. "failed") is not going to become
                 // running by waiting, and says the vendor did not apply the certificate.
@@ -358,6 +375,16 @@ impl EmqxClient {
                 Err(e) => {
                     // reqwest errors carry the URL but never the auth header.
                     last = format!("{name} {url}: {}", error_chain(&e));
+                    // A write that may have reached the vendor is not sent again blindly: the next pass asks the
+                    // vendor first (see renew.rs). Only a connection that never opened is safe to retry.
+                    if kind == Kind::Write && !e.is_connect() {
+                        return Err(EmqxError::Unavailable {
+                            attempts: attempt,
+                            detail: format!(
+                                "{last}; it may have been applied, the next pass checks before pushing again"
+                            ),
+                        });
+                    }
                     None
                 }
                 Ok(resp) => {
