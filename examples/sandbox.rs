@@ -134,7 +134,6 @@ fn show_vendor_view(standin: &bed::Standin) -> Result<(), BedError> {
 
 /// Prints the pushed certificate's subject, names, issuer and validity.
 fn show_certificate(view: &serde_json::Value) -> Result<(), BedError> {
-    use x509_parser::extensions::GeneralName;
     use x509_parser::pem::Pem;
 
     println!(
@@ -147,19 +146,10 @@ fn show_certificate(view: &serde_json::Value) -> Result<(), BedError> {
     let blocks: Vec<Pem> = Pem::iter_from_buffer(cert.as_bytes()).collect::<Result<_, _>>()?;
     let leaf_pem = blocks.first().ok_or("the certificate has no PEM block")?;
     let leaf = leaf_pem.parse_x509()?;
-    let names: Vec<String> = leaf
-        .subject_alternative_name()?
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some(d.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    // The names as certkeeper itself reads them.
+    let names = certkeeper::certs::leaf_info(&leaf_pem.contents)
+        .map_err(|e| e.to_string())?
+        .dns_names;
     let subject = leaf.subject().to_string();
     println!(
         "  subject  {}",
