@@ -52,6 +52,35 @@ struct Usage {
     blocked_until_ms: Option<i64>,
 }
 
+impl Usage {
+    /// The requests of `kind` still inside the window at `now_ms`, oldest first, and the limit for them.
+    fn inside(&self, limits: Limits, kind: Kind, now_ms: i64) -> (Vec<i64>, u32) {
+        let window = limits.window.as_millis() as i64;
+        let (spent, limit) = match kind {
+            Kind::Read => (&self.reads_ms, limits.reads),
+            Kind::Write => (&self.writes_ms, limits.writes),
+        };
+        let mut inside: Vec<i64> = spent
+            .iter()
+            .copied()
+            .filter(|t| now_ms - t < window)
+            .collect();
+        inside.sort_unstable();
+        (inside, limit)
+    }
+
+    /// When the window next has room for a request of `kind` (`now_ms` if it has now). With more requests
+    /// inside than the limit (a limit lowered since), enough of the oldest must leave to make room.
+    fn room_at(&self, limits: Limits, kind: Kind, now_ms: i64) -> i64 {
+        let (inside, limit) = self.inside(limits, kind, now_ms);
+        if inside.len() < limit as usize {
+            now_ms
+        } else {
+            inside[inside.len() - limit as usize] + limits.window.as_millis() as i64
+        }
+    }
+}
+
 /// Limits of one API key.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -121,22 +150,21 @@ impl Budget {
             }
             usage.blocked_until_ms = None;
         }
-        let (spent, limit) = match kind {
-            Kind::Read => (&mut usage.reads_ms, limits.reads),
-            Kind::Write => (&mut usage.writes_ms, limits.writes),
-        };
-        if spent.len() >= limit as usize {
-            let oldest = spent.iter().min().copied().unwrap_or(now_ms);
+        let room_at = usage.room_at(limits, kind, now_ms);
+        if room_at > now_ms {
             return Err(ChargeError::Exhausted(Exhausted {
                 key: key.to_owned(),
-                until: ts(oldest + window),
+                until: ts(room_at),
                 why: match kind {
                     Kind::Read => "GET limit reached",
                     Kind::Write => "write limit reached",
                 },
             }));
         }
-        spent.push(now_ms);
+        match kind {
+            Kind::Read => usage.reads_ms.push(now_ms),
+            Kind::Write => usage.writes_ms.push(now_ms),
+        }
         self.store
             .write_json(FILE, &*all)
             .map_err(ChargeError::Store)
@@ -165,24 +193,8 @@ impl Budget {
             return now;
         };
         let now_ms = ms(now);
-        let window = limits.window.as_millis() as i64;
-        let (spent, limit) = match kind {
-            Kind::Read => (&usage.reads_ms, limits.reads),
-            Kind::Write => (&usage.writes_ms, limits.writes),
-        };
-        let mut inside: Vec<i64> = spent
-            .iter()
-            .copied()
-            .filter(|t| now_ms - t < window)
-            .collect();
-        inside.sort_unstable();
-        let by_count = if inside.len() < limit as usize {
-            now_ms
-        } else {
-            // The oldest requests must leave the window until one slot is free.
-            inside[inside.len() - limit as usize] + window
-        };
-        ts(by_count
+        ts(usage
+            .room_at(limits, kind, now_ms)
             .max(usage.blocked_until_ms.unwrap_or(now_ms))
             .max(now_ms))
     }
@@ -200,13 +212,8 @@ impl Budget {
         if usage.blocked_until_ms.is_some_and(|u| u > now_ms) {
             return 0;
         }
-        let window = limits.window.as_millis() as i64;
-        let (spent, limit) = match kind {
-            Kind::Read => (&usage.reads_ms, limits.reads),
-            Kind::Write => (&usage.writes_ms, limits.writes),
-        };
-        let used = spent.iter().filter(|t| now_ms - **t < window).count() as u32;
-        limit.saturating_sub(used)
+        let (inside, limit) = usage.inside(limits, kind, now_ms);
+        limit.saturating_sub(inside.len() as u32)
     }
 }
 
@@ -266,6 +273,27 @@ mod tests {
                 .charge("k", LIMITS, Kind::Write, t0 + time::Duration::seconds(61))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_lowered_limit_waits_until_enough_requests_left_the_window() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let b = Budget::load(&store).unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        for i in 0..3 {
+            b.charge("k", LIMITS, Kind::Read, t0 + time::Duration::seconds(i))
+                .unwrap();
+        }
+        let lowered = Limits { reads: 1, ..LIMITS };
+        let now = t0 + time::Duration::seconds(3);
+        // With a limit of one, all three must leave before one more fits: the newest was at t0 + 2 s.
+        let ChargeError::Exhausted(e) = b.charge("k", lowered, Kind::Read, now).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(ms(e.until), ms(t0) + 62_000);
+        assert_eq!(b.available_at("k", lowered, Kind::Read, now), e.until);
+        assert_eq!(b.remaining("k", lowered, Kind::Read, now), 0);
     }
 
     #[test]
