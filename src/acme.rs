@@ -268,11 +268,6 @@ impl AcmeClient {
         Ok(AcmeClient { account, directory })
     }
 
-    /// The profiles the CA lists in its directory.
-    pub fn profiles(&self) -> Vec<String> {
-        self.account.profiles().map(|p| p.name.to_owned()).collect()
-    }
-
     /// The profiles the CA at `directory` lists, from its directory alone: no account is touched.
     ///
     /// # Errors

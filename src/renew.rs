@@ -413,12 +413,26 @@ impl Agent {
     }
 
     async fn acme(&self) -> Result<&AcmeClient, RenewError> {
-        Ok(self
-            .acme
-            .get_or_try_init(|| {
-                AcmeClient::connect(&self.config.acme, &self.config.acme.directory, &self.store)
-            })
-            .await?)
+        Ok(self.client(&self.acme, &self.config.acme.directory).await?)
+    }
+
+    /// The ACME client of `directory` kept in `cell`, connected (account loaded or created) on first use.
+    async fn client<'c>(
+        &'c self,
+        cell: &'c tokio::sync::OnceCell<AcmeClient>,
+        directory: &str,
+    ) -> Result<&'c AcmeClient, AcmeError> {
+        cell.get_or_try_init(|| AcmeClient::connect(&self.config.acme, directory, &self.store))
+            .await
+    }
+
+    /// The deployment's DNS-01 solver, journaling what it publishes.
+    fn journaled<'a>(&'a self, d: &'a Deployment) -> JournaledSolver<'a> {
+        JournaledSolver {
+            inner: &self.solvers[&d.dns],
+            store: &self.store,
+            id: &d.id,
+        }
     }
 
     async fn one(
@@ -479,13 +493,7 @@ impl Agent {
         // An order an earlier process was finalizing: its certificate may exist at the CA; fetch it rather than
         // order another. TXT records a killed process left are removed first.
         if !self.dry_run {
-            JournaledSolver {
-                inner: &self.solvers[&d.dns],
-                store: &self.store,
-                id: &d.id,
-            }
-            .clean_leftovers()
-            .await;
+            self.journaled(d).clean_leftovers().await;
             if self.store.bundle(&d.id)?.is_some() {
                 self.store.remove_pending_order(&d.id)?;
             } else if let Some(pending) = self.store.pending_order(&d.id)? {
@@ -854,11 +862,7 @@ impl Agent {
         spec: &OrderSpec<'_>,
         persist: bool,
     ) -> Result<Bundle, RenewError> {
-        let solver = &JournaledSolver {
-            inner: &self.solvers[&d.dns],
-            store: &self.store,
-            id: &d.id,
-        };
+        let solver = &self.journaled(d);
         let mut owners: Vec<String> = d
             .domains
             .iter()
@@ -869,11 +873,7 @@ impl Agent {
         loop {
             let result: Result<Bundle, AcmeError> = async {
                 solver.preflight(&owners).await?;
-                let acme = cell
-                    .get_or_try_init(|| {
-                        AcmeClient::connect(&self.config.acme, directory, &self.store)
-                    })
-                    .await?;
+                let acme = self.client(cell, directory).await?;
                 match persist {
                     // Renewals persist the order before finalization; dry runs and `issue` keep nothing.
                     true => {
