@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures_util::FutureExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use time::OffsetDateTime;
 
@@ -30,6 +32,12 @@ use crate::target::emqx::{EmqxClient, EmqxError, Status, TlsState, Upload};
 /// Bounds on how soon to ask the CA for a renewal window again, whatever its Retry-After says.
 const ARI_RECHECK_MIN: time::Duration = time::Duration::minutes(1);
 const ARI_RECHECK_MAX: time::Duration = time::Duration::days(1);
+/// Pushes in a row the vendor may accept without applying before certkeeper stops pushing the certificate
+/// (each costs one of the vendor's writes and a whole `wait_timeout` of `GET`s); `renew --now` starts over.
+pub const MAX_UNAPPLIED_PUSHES: u32 = 3;
+/// `GET`s kept back from the prefetch for each push a pass may make: the one before a resumed push, and the
+/// `pending` and `running` answers that confirm it.
+pub const CONFIRM_READS: u32 = 3;
 /// Per-exchange timeout of DNS queries and updates.
 const DNS_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -55,6 +63,51 @@ pub enum RenewError {
     /// The deployment's endpoint does not serve the pushed certificate.
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
+    /// The CA was asked to finalize an order, and its certificate could not be fetched: the order is saved,
+    /// and the next pass fetches its certificate instead of ordering another.
+    #[error(
+        "{0}; the finalized order is kept and the next pass fetches its certificate instead of ordering another"
+    )]
+    OrderKept(#[source] AcmeError),
+    /// The vendor accepted a push and still runs the previous certificate after `wait_timeout`.
+    #[error(
+        "the vendor accepted the certificate but still runs the previous one after {waited:?} (push {pushes} of \
+         at most {MAX_UNAPPLIED_PUSHES}) — {}",
+        if *pushes >= MAX_UNAPPLIED_PUSHES {
+            "certkeeper stops pushing it: check the deployment in the console, then run `certkeeper renew --now`"
+        } else {
+            "the next pass pushes the same certificate again"
+        }
+    )]
+    NotApplied {
+        /// How long the last push was waited for.
+        waited: std::time::Duration,
+        /// Pushes in a row the vendor accepted without applying.
+        pushes: u32,
+    },
+    /// Due, and the vendor's budget cannot afford the renewal before the certificate's deadline.
+    #[error(
+        "cannot renew before the deadline {}: {why}, until {} — renew by hand, or free the API key's budget",
+        day(*deadline),
+        day(*until)
+    )]
+    DeferredPastDeadline {
+        /// When the budget allows it again.
+        until: OffsetDateTime,
+        /// [`plan::DEADLINE_MARGIN`] before the certificate expires.
+        deadline: OffsetDateTime,
+        /// Why it is deferred.
+        why: String,
+    },
+    /// The journal of published TXT records cannot be read; it is left in place.
+    #[error(
+        "{0} — it lists _acme-challenge TXT records an interrupted pass may have left in the zone: remove those of \
+         this deployment's names by hand first"
+    )]
+    Journal(#[source] StoreError),
+    /// A bug: the renewal of this deployment panicked. The others are not affected.
+    #[error("internal error (a bug in certkeeper, please report it): {0}")]
+    Bug(String),
     /// The process is stopping; everything done so far is persisted and the next pass resumes.
     #[error("interrupted by shutdown before {0}; the next pass resumes from there")]
     Interrupted(&'static str),
@@ -266,36 +319,42 @@ impl Agent {
             .filter(|d| only.is_empty() || only.contains(&d.id))
             .collect();
         let mut reports = Vec::new();
-        let mut planned: Vec<(&Deployment, Record, Slot, Prefetched)> = Vec::new();
+        let mut loaded: Vec<(&Deployment, Record)> = Vec::new();
         for d in selected {
             match self.store.record(&d.id) {
-                Ok(mut record) => {
-                    // Learn what local state does not know before scheduling, so that the write budget goes to
-                    // the earliest real deadlines even on a first pass. The answer is reused by the renewal.
-                    let mut prefetched = None;
-                    let resuming = matches!(record.step, Some(Step::Issued | Step::Pushed));
-                    if !resuming
-                        && !stop.is_stopping()
-                        && (force || !self.inspection_fresh(d, &record, now))
-                    {
-                        let answer = self.emqx[&d.emqx].inspect(&d.id).await;
-                        if let Ok(state) = &answer {
-                            record.expire = state.expire;
-                        }
-                        prefetched = Some(answer);
-                    }
-                    let slot = Slot {
-                        plan: self.local_plan(d, &record, now),
-                        deadline: record.expire.map(|e| e - plan::DEADLINE_MARGIN),
-                        at_risk: false,
-                    };
-                    planned.push((d, record, slot, prefetched));
-                }
+                Ok(record) => loaded.push((d, record)),
                 Err(e) => reports.push(Report {
                     id: d.id.clone(),
                     result: Err(e.into()),
                 }),
             }
+        }
+        // With fewer GETs than deployments, the prefetch goes to the most urgent by last known expiry (unknown
+        // first), and stops short of the GETs this pass's pushes need to be confirmed.
+        loaded.sort_by_key(|(_, r)| r.expire.unwrap_or(OffsetDateTime::UNIX_EPOCH));
+        let mut planned: Vec<(&Deployment, Record, Slot, Prefetched)> = Vec::new();
+        for (d, mut record) in loaded {
+            // Learn what local state does not know before scheduling, so that the write budget goes to the
+            // earliest real deadlines even on a first pass. The answer is reused by the renewal.
+            let mut prefetched = None;
+            let resuming = matches!(record.step, Some(Step::Issued | Step::Pushed));
+            if !resuming
+                && !stop.is_stopping()
+                && (force || !self.inspection_fresh(d, &record, now))
+                && self.may_prefetch(d)
+            {
+                let answer = self.emqx[&d.emqx].inspect(&d.id).await;
+                if let Ok(state) = &answer {
+                    record.expire = state.expire;
+                }
+                prefetched = Some(answer);
+            }
+            let slot = Slot {
+                plan: self.local_plan(d, &record, now),
+                deadline: record.expire.map(|e| e - plan::DEADLINE_MARGIN),
+                at_risk: false,
+            };
+            planned.push((d, record, slot, prefetched));
         }
         // Schedule each API key's deployments against its write budget, then interleave keys by deadline.
         let mut queue: Vec<usize> = Vec::new();
@@ -330,10 +389,13 @@ impl Agent {
             }
             let span = tracing::info_span!("deployment", id = %d.id);
             let result = tracing::Instrument::instrument(
-                self.one(d, slot, prefetched.take(), force, stop),
+                std::panic::AssertUnwindSafe(self.one(d, slot, prefetched.take(), force, stop))
+                    .catch_unwind(),
                 span,
             )
-            .await;
+            .await
+            // Everything before the panic is persisted; the state of this deployment is read afresh next pass.
+            .unwrap_or_else(|panic| Err(RenewError::Bug(panic_message(&*panic))));
             if !self.dry_run {
                 self.record_outcome(d, slot, &result);
             }
@@ -343,6 +405,22 @@ impl Agent {
             });
         }
         reports
+    }
+
+    /// Returns true if and only if the API key of `d` has GETs left beyond those kept for confirming this
+    /// pass's pushes: [`CONFIRM_READS`] for each write the key can still afford, up to one per deployment.
+    fn may_prefetch(&self, d: &Deployment) -> bool {
+        let emqx = &self.emqx[&d.emqx];
+        let members = self
+            .config
+            .deployments
+            .iter()
+            .filter(|o| o.emqx == d.emqx)
+            .count();
+        let pushes = emqx
+            .writes_left()
+            .min(u32::try_from(members).unwrap_or(u32::MAX));
+        emqx.reads_left() > pushes.saturating_mul(CONFIRM_READS)
     }
 
     /// Best effort: the pass result is reported either way.
@@ -445,13 +523,7 @@ impl Agent {
     ) -> Result<Done, RenewError> {
         match self.renew(d, slot, prefetched, force, stop).await {
             // The budget is a reason to wait, not a failure: the renewal resumes from the persisted step.
-            Err(RenewError::Emqx(EmqxError::Budget(e))) => {
-                tracing::info!(until = %day(e.until), "deferred: {e}");
-                Ok(Done::Deferred {
-                    until: e.until,
-                    why: e.to_string(),
-                })
-            }
+            Err(RenewError::Emqx(EmqxError::Budget(e))) => defer(slot, e.until, e.to_string()),
             other => other,
         }
     }
@@ -475,8 +547,17 @@ impl Agent {
                     "would resume waiting for the pushed certificate to run".into(),
                 ));
             }
-            tracing::info!("resuming: waiting for the certificate pushed by an earlier pass");
-            return self.wait_and_record(d, emqx, &mut record, stop).await;
+            if !force {
+                tracing::info!("resuming: waiting for the certificate pushed by an earlier pass");
+                return self.wait_and_record(d, emqx, &mut record, stop).await;
+            }
+            // `--now` overrides the wait: the vendor is asked once below, and the bundle pushed again unless
+            // it already runs it.
+            tracing::info!(
+                "--now: checking the certificate pushed by an earlier pass instead of waiting"
+            );
+            record.step = Some(Step::Issued);
+            self.store.save_record(&d.id, &record)?;
         }
         if record.step == Some(Step::Active) && d.endpoint.is_some() && !self.dry_run {
             tracing::info!(
@@ -493,7 +574,10 @@ impl Agent {
         // An order an earlier process was finalizing: its certificate may exist at the CA; fetch it rather than
         // order another. TXT records a killed process left are removed first.
         if !self.dry_run {
-            self.journaled(d).clean_leftovers().await;
+            self.journaled(d)
+                .clean_leftovers()
+                .await
+                .map_err(RenewError::Journal)?;
             if self.store.bundle(&d.id)?.is_some() {
                 self.store.remove_pending_order(&d.id)?;
             } else if let Some(pending) = self.store.pending_order(&d.id)? {
@@ -540,18 +624,12 @@ impl Agent {
                     // Ask the vendor first: an earlier push may have been accepted without being recorded, and
                     // whether the deployment has a certificate decides between POST and PUT.
                     let state = emqx.inspect(&d.id).await?;
+                    let shown = self.vendor_shows(d, &record, &state, &info).await;
                     record.tls_type = state.tls_type.clone().or(record.tls_type.take());
                     record.step = Some(Step::Issued);
                     record.cert = Some(cert_record(&bundle, info.clone(), d));
                     record.create = state.expire.is_none();
-                    // Only a certificate the vendor is applying or runs counts as accepted: one it reports in
-                    // an unknown status (e.g. "failed") is pushed again.
-                    let applying = matches!(state.status, Status::Running | Status::Pending);
-                    if applying
-                        && state.expire.is_some_and(|e| {
-                            (e - info.not_after).abs() <= plan::SAME_CERT_TOLERANCE
-                        })
-                    {
+                    if shown {
                         tracing::info!(
                             "the vendor already has this certificate: waiting for it to run"
                         );
@@ -559,6 +637,14 @@ impl Agent {
                         record.step = Some(Step::Pushed);
                         self.store.save_record(&d.id, &record)?;
                         return self.wait_and_record(d, emqx, &mut record, stop).await;
+                    }
+                    if force {
+                        record.unapplied_pushes = 0;
+                    } else if record.unapplied_pushes >= MAX_UNAPPLIED_PUSHES {
+                        return Err(RenewError::NotApplied {
+                            waited: self.config.emqx[&d.emqx].wait_timeout,
+                            pushes: record.unapplied_pushes,
+                        });
                     }
                     self.store.save_record(&d.id, &record)?;
                     let tls_type = self.tls_type(d, record.tls_type.as_deref())?;
@@ -657,14 +743,11 @@ impl Agent {
             return Err(RenewError::Interrupted("ordering a certificate"));
         }
         if emqx.writes_left() == 0 {
-            let until = emqx.next_write_at();
-            return Ok(Done::Deferred {
-                until,
-                why: format!(
-                    "no write left in the vendor budget of [emqx.{}] to push a new certificate",
-                    d.emqx
-                ),
-            });
+            let why = format!(
+                "no write left in the vendor budget of [emqx.{}] to push a new certificate",
+                d.emqx
+            );
+            return defer(slot, emqx.next_write_at(), why);
         }
         let create = state.expire.is_none();
         if self.dry_run {
@@ -696,6 +779,60 @@ impl Agent {
         fail::fail_point!("issued-recorded");
         self.push(d, emqx, &mut record, &bundle, tls_type, stop)
             .await
+    }
+
+    /// Returns true if and only if the vendor is shown to have the saved bundle `info` already (an earlier push
+    /// was accepted but not recorded), so that it is waited for rather than pushed again.
+    ///
+    /// Only a certificate the vendor is applying or runs counts: one it reports in an unknown status (e.g.
+    /// "failed") is pushed again. `expire` alone decides only when it tells the bundle from the certificate
+    /// the deployment ran before; when both expire within [`plan::SAME_CERT_TOLERANCE`] (a forced re-issue
+    /// the same day), the endpoint's serial decides, and without an endpoint the bundle is pushed again — a
+    /// second PUT of the same bundle is harmless, recording a certificate the vendor does not serve is not.
+    async fn vendor_shows(
+        &self,
+        d: &Deployment,
+        record: &Record,
+        state: &TlsState,
+        info: &certs::LeafInfo,
+    ) -> bool {
+        let close = |t: OffsetDateTime| (t - info.not_after).abs() <= plan::SAME_CERT_TOLERANCE;
+        let applying = matches!(state.status, Status::Running | Status::Pending);
+        if !applying || !state.expire.is_some_and(close) {
+            return false;
+        }
+        let mut before = record
+            .expire
+            .into_iter()
+            .chain(self.active_cert(record).map(|c| c.not_after));
+        if !before.any(close) {
+            return true;
+        }
+        let Some(endpoint) = d.endpoint.as_deref() else {
+            tracing::info!(
+                "the vendor's expiry cannot tell the saved certificate from the one it ran before; pushing it \
+                 again to be sure"
+            );
+            return false;
+        };
+        match crate::verify::served_leaf(endpoint, &sni(d)).await {
+            Ok(served) if served.serial == info.serial => true,
+            Ok(served) => {
+                tracing::info!(
+                    served = %served.serial,
+                    saved = %info.serial,
+                    "the endpoint serves another certificate than the saved one; pushing it again"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::info!(
+                    endpoint,
+                    "cannot read the served certificate ({e}); pushing the saved one again"
+                );
+                false
+            }
+        }
     }
 
     /// Asks the CA for its renewal window of the active certificate when the last answer has expired, and
@@ -854,6 +991,10 @@ impl Agent {
     /// Obtains a certificate from the CA at `directory` (its client kept in `cell`), retrying the whole
     /// attempt — DNS preflight, account, order — with backoff while failures are transient. The DNS server is
     /// checked before any order is placed, so a dead server leaves no orders behind.
+    ///
+    /// Once the CA was asked to finalize an order, a certificate may exist: from then on this pass never
+    /// orders again. A renewal resumes the saved order once more (after a pause), and otherwise leaves it
+    /// saved for the next pass; a dry run or `issue` (nothing saved) gives up.
     async fn obtain(
         &self,
         cell: &tokio::sync::OnceCell<AcmeClient>,
@@ -869,34 +1010,52 @@ impl Agent {
             .map(|n| crate::solver::challenge_fqdn(n))
             .collect();
         owners.dedup();
+        let finalized = AtomicBool::new(false);
         let mut attempt = 1;
         loop {
+            let resuming = finalized.load(Ordering::SeqCst);
             let result: Result<Bundle, AcmeError> = async {
-                solver.preflight(&owners).await?;
                 let acme = self.client(cell, directory).await?;
-                match persist {
-                    // Renewals persist the order before finalization; dry runs and `issue` keep nothing.
-                    true => {
-                        let save = |url: &str, key: &SecretString| {
-                            self.store.save_pending_order(
-                                &d.id,
-                                &PendingOrder {
-                                    url: url.to_owned(),
-                                    key_pkcs8_pem: key.clone(),
-                                },
-                            )
-                        };
-                        acme.issue(spec, solver, &save).await
-                    }
-                    false => {
-                        acme.issue(spec, solver, &|_: &str, _: &SecretString| Ok(()))
-                            .await
-                    }
+                if resuming && let Some(pending) = self.store.pending_order(&d.id)? {
+                    return acme
+                        .resume(&pending.url, &pending.key_pkcs8_pem, &d.domains)
+                        .await;
                 }
+                solver.preflight(&owners).await?;
+                // Renewals persist the order before finalization; dry runs and `issue` keep nothing.
+                let save = |url: &str, key: &SecretString| {
+                    if persist {
+                        self.store.save_pending_order(
+                            &d.id,
+                            &PendingOrder {
+                                url: url.to_owned(),
+                                key_pkcs8_pem: key.clone(),
+                            },
+                        )?;
+                    }
+                    finalized.store(true, Ordering::SeqCst);
+                    Ok(())
+                };
+                acme.issue(spec, solver, &save).await
             }
             .await;
             match result {
                 Ok(bundle) => return Ok(bundle),
+                Err(e) if finalized.load(Ordering::SeqCst) => {
+                    if !persist || resuming || !e.is_transient() {
+                        return Err(if persist {
+                            RenewError::OrderKept(e)
+                        } else {
+                            e.into()
+                        });
+                    }
+                    let wait = crate::acme::backoff(attempt + 1);
+                    tracing::warn!(
+                        "fetching the certificate of the finalized order failed ({e}); trying the same order \
+                         again in {wait:?}"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
                 Err(e) if e.is_transient() && attempt < ACME_ATTEMPTS => {
                     let wait = crate::acme::backoff(attempt);
                     tracing::warn!(
@@ -997,6 +1156,20 @@ impl Agent {
                 self.store.save_record(&d.id, record)?;
                 return Err(e.into());
             }
+            // Still running the previous certificate after the whole wait: the vendor accepted the write and
+            // did not apply it (or never saw it). Waiting again would not help; pushing the same bundle does.
+            Err(EmqxError::WaitTimeout {
+                status: Status::Running,
+                waited,
+            }) => {
+                record.step = Some(Step::Issued);
+                record.unapplied_pushes = record.unapplied_pushes.saturating_add(1);
+                self.store.save_record(&d.id, record)?;
+                return Err(RenewError::NotApplied {
+                    waited,
+                    pushes: record.unapplied_pushes,
+                });
+            }
             other => other?,
         };
         let cert = record.cert.clone().ok_or_else(|| {
@@ -1013,6 +1186,7 @@ impl Agent {
         record.step = Some(Step::Active);
         record.expire = Some(cert.not_after);
         record.create = false;
+        record.unapplied_pushes = 0;
         self.store.save_record(&d.id, record)?;
         fail::fail_point!("active-recorded");
         tracing::info!(serial = %cert.serial, expires = %day(cert.not_after), "certificate running");
@@ -1127,6 +1301,31 @@ impl Agent {
     }
 }
 
+/// A renewal the vendor's budget cannot afford before `until`: deferred, which is no failure — unless `until`
+/// lies past the deployment's deadline, when waiting would let the certificate expire.
+fn defer(slot: &Slot, until: OffsetDateTime, why: String) -> Result<Done, RenewError> {
+    match slot.deadline {
+        Some(deadline) if until > deadline => Err(RenewError::DeferredPastDeadline {
+            until,
+            deadline,
+            why,
+        }),
+        _ => {
+            tracing::info!(until = %day(until), "deferred: {why}");
+            Ok(Done::Deferred { until, why })
+        }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
 /// SNI for the endpoint check: `endpoint_sni`, else the first non-wildcard name, else the wildcard's base.
 fn sni(d: &Deployment) -> String {
     d.endpoint_sni.clone().unwrap_or_else(|| {
@@ -1174,12 +1373,15 @@ impl JournaledSolver<'_> {
 
     fn edit(&self, record: &TxtRecord, add: bool) -> Result<(), crate::solver::SolverError> {
         let entry = (record.fqdn.clone(), record.value.clone());
-        let mut entries: Vec<(String, String)> = self
-            .store
-            .read_json(&self.journal())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let mut entries: Vec<(String, String)> = match self.store.read_json(&self.journal()) {
+            Ok(entries) => entries.unwrap_or_default(),
+            // A journal that cannot be read is kept as it is for the operator: overwriting it would forget the
+            // records it lists. The pass fails on it before publishing (see `clean_leftovers`).
+            Err(e) => {
+                tracing::warn!("cannot journal the TXT record {}: {e}", record.fqdn);
+                return Ok(());
+            }
+        };
         entries.retain(|e| *e != entry);
         if add {
             entries.push(entry);
@@ -1197,13 +1399,12 @@ impl JournaledSolver<'_> {
     }
 
     /// Removes records a killed process left behind.
-    async fn clean_leftovers(&self) {
-        let entries: Vec<(String, String)> = self
-            .store
-            .read_json(&self.journal())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+    ///
+    /// # Errors
+    /// The journal cannot be read: it is left in place, and the records it lists may still be in the zone.
+    async fn clean_leftovers(&self) -> Result<(), StoreError> {
+        let entries: Vec<(String, String)> =
+            self.store.read_json(&self.journal())?.unwrap_or_default();
         for (fqdn, value) in entries {
             let record = TxtRecord { fqdn, value };
             tracing::info!(owner = %record.fqdn, "removing a TXT record an interrupted pass left");
@@ -1211,6 +1412,7 @@ impl JournaledSolver<'_> {
                 let _ = self.edit(&record, false);
             }
         }
+        Ok(())
     }
 }
 

@@ -182,6 +182,9 @@ pub struct Record {
     /// The last plan.
     #[serde(default)]
     pub plan: Option<PlanRecord>,
+    /// Pushes in a row of the certificate in flight that the vendor accepted without applying.
+    #[serde(default)]
+    pub unapplied_pushes: u32,
 }
 
 /// An ACME order being finalized: where it is and the key its certificate is for.

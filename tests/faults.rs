@@ -11,7 +11,7 @@ use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -20,96 +20,17 @@ use std::time::{Duration as StdDuration, Instant};
 
 use base64::Engine as _;
 use common::bed::{self as testbed, Run};
-use common::{Case, KEY, SECRET, assert_deployed, assert_no_txt, bed, from_now, write_client_ca};
+use common::probe::{
+    bundle_path, bundle_serial, deployed_serial, due, failure, record, record_serial, serial_of,
+    step, writes,
+};
+use common::{
+    Case, KEY, SECRET, assert_deployed, assert_no_txt, bed, run_with_env, write_client_ca,
+};
 use serde_json::{Value, json};
 use time::Duration;
 
 // ---- helpers ----------------------------------------------------------------------------------------------------
-
-/// Due under the default rule (less than 30 days left).
-fn due() -> Option<time::OffsetDateTime> {
-    Some(from_now(Duration::days(10)))
-}
-
-/// The deployment's record (`state/deployments/ID.json`), `Null` when there is none.
-fn record(case: &Case, id: &str) -> Value {
-    let path = case.state_dir().join(format!("deployments/{id}.json"));
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display())),
-        Err(_) => Value::Null,
-    }
-}
-
-/// The pipeline step recorded for `id` (`issued`, `pushed`, `active`, `verified`), if any.
-fn step(case: &Case, id: &str) -> Option<String> {
-    record(case, id)["step"].as_str().map(str::to_owned)
-}
-
-fn bundle_path(case: &Case, id: &str) -> PathBuf {
-    case.state_dir().join(format!("deployments/{id}.pem"))
-}
-
-/// The serial (lowercase hex, as certkeeper writes it) of the first certificate in `pem`.
-fn serial_of(pem: &str) -> String {
-    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
-        .filter_map(Result::ok)
-        .find(|block| block.label == "CERTIFICATE")
-        .map(|block| {
-            block
-                .parse_x509()
-                .expect("a parsable certificate")
-                .raw_serial_as_string()
-                .replace(':', "")
-        })
-        .expect("a CERTIFICATE block")
-}
-
-/// The serial of the saved bundle of `id` (its leaf).
-fn bundle_serial(case: &Case, id: &str) -> String {
-    let path = bundle_path(case, id);
-    serial_of(&fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
-}
-
-/// The serial of the certificate the state record of `id` names.
-fn record_serial(case: &Case, id: &str) -> String {
-    record(case, id)["cert"]["serial"]
-        .as_str()
-        .expect("the record names a certificate")
-        .to_owned()
-}
-
-/// The serial of the leaf the stand-in holds for `id`.
-fn deployed_serial(case: &Case, id: &str) -> String {
-    let view = case.standin.deployment(id);
-    serial_of(
-        view["cert"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no cert at the stand-in: {view}")),
-    )
-}
-
-/// `(method, status)` of every POST/PUT the stand-in received, in order.
-fn writes(case: &Case) -> Vec<(String, u64)> {
-    case.standin
-        .log()
-        .into_iter()
-        .filter(|e| e["method"] == "PUT" || e["method"] == "POST")
-        .map(|e| {
-            (
-                e["method"].as_str().unwrap_or_default().to_owned(),
-                e["status"].as_u64().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-/// The single failure line of deployment `id`.
-fn failure(run: &Run, id: &str) -> String {
-    let lines = run.failures_of(id);
-    assert_eq!(lines.len(), 1, "exactly one failure line for {id}:\n{run}");
-    lines[0].to_owned()
-}
 
 /// A loopback TCP port that was free a moment ago: connections to it are refused.
 fn closed_tcp_port() -> u16 {
@@ -127,20 +48,6 @@ fn closed_dns_port() -> u16 {
         }
     }
     panic!("no loopback port free for UDP and TCP");
-}
-
-/// Runs certkeeper like [`common::Bed::run_certkeeper`], with extra environment variables.
-fn run_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let bed = bed();
-    let _shared = bed.shared();
-    let mut cmd = Command::new(&bed.binaries.certkeeper);
-    cmd.arg("--config").arg(config).args(args);
-    testbed::scrub_env(&mut cmd);
-    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    testbed::run_captured(cmd, StdDuration::from_secs(120))
 }
 
 /// TXT strings at `owner` on the knotd listening on `port`.

@@ -69,6 +69,7 @@ struct State {
     window: Option<(OffsetDateTime, OffsetDateTime)>,
     retry_after: u64,
     reject_replaces: u32,
+    fail_downloads: u32,
     requests: Vec<Seen>,
     orders: Vec<OrderSeen>,
     renewal_info: Vec<String>,
@@ -136,6 +137,7 @@ impl AriProxy {
             window: None,
             retry_after: DEFAULT_RETRY_AFTER,
             reject_replaces: 0,
+            fail_downloads: 0,
             requests: Vec::new(),
             orders: Vec::new(),
             renewal_info: Vec::new(),
@@ -208,6 +210,12 @@ impl AriProxy {
     /// Rejects the next `n` new orders that carry `replaces` with `409 alreadyReplaced`.
     pub fn reject_replaces(&self, n: u32) {
         self.lock().reject_replaces = n;
+    }
+
+    /// Answers the next `n` certificate downloads (`POST /certZ/…`) with `503 serverInternal`, as a CA does in
+    /// a short outage after it issued the certificate.
+    pub fn fail_downloads(&self, n: u32) {
+        self.lock().fail_downloads = n;
     }
 
     /// Every new order so far, in order.
@@ -285,6 +293,24 @@ impl Shared {
                 .and_then(|p| p.strip_prefix('/'))
         {
             return self.renewal_info(id);
+        }
+        if parts.method == hyper::Method::POST && path.starts_with("/certZ/") {
+            let fail = {
+                let mut state = self.lock();
+                let fail = state.fail_downloads > 0;
+                state.fail_downloads = state.fail_downloads.saturating_sub(1);
+                fail
+            };
+            if fail {
+                return self
+                    .refuse(
+                        &parts.headers,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "urn:ietf:params:acme:error:serverInternal",
+                        "the CA is down for a moment (test double)",
+                    )
+                    .await;
+            }
         }
         let replaces = if parts.method == hyper::Method::POST && path == "/order-plz" {
             let replaces =
@@ -411,6 +437,23 @@ impl Shared {
 
     /// `409 alreadyReplaced`, with a fresh nonce from Pebble as every ACME error answer carries one.
     async fn already_replaced(&self, request_headers: &hyper::HeaderMap) -> Answer {
+        self.refuse(
+            request_headers,
+            StatusCode::CONFLICT,
+            "urn:ietf:params:acme:error:alreadyReplaced",
+            "the certificate named in `replaces` was already replaced (ARI test double)",
+        )
+        .await
+    }
+
+    /// An ACME problem answered by the proxy itself, with a fresh nonce from Pebble so the client goes on.
+    async fn refuse(
+        &self,
+        request_headers: &hyper::HeaderMap,
+        status: StatusCode,
+        kind: &str,
+        detail: &str,
+    ) -> Answer {
         let mut nonce_request = self.client.head(format!("{}/nonce-plz", self.upstream));
         if let Some(host) = request_headers.get(hyper::header::HOST) {
             nonce_request = nonce_request.header(hyper::header::HOST, host);
@@ -423,12 +466,7 @@ impl Shared {
                 .map(str::to_owned),
             Err(_) => None,
         };
-        problem(
-            StatusCode::CONFLICT,
-            "urn:ietf:params:acme:error:alreadyReplaced",
-            "the certificate named in `replaces` was already replaced (ARI test double)",
-            nonce.as_deref(),
-        )
+        problem(status, kind, detail, nonce.as_deref())
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod ari;
 pub mod bed;
 pub mod daemon;
+pub mod probe;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -324,4 +325,18 @@ pub fn write_client_ca(path: &Path) -> String {
     let pem = params.self_signed(&key).expect("self-sign client CA").pem();
     fs::write(path, &pem).expect("write client CA");
     pem
+}
+
+/// Runs certkeeper like [`common::Bed::run_certkeeper`], with extra environment variables.
+pub fn run_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let bed = self::bed();
+    let _shared = bed.shared();
+    let mut cmd = std::process::Command::new(&bed.binaries.certkeeper);
+    cmd.arg("--config").arg(config).args(args);
+    bed::scrub_env(&mut cmd);
+    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    bed::run_captured(cmd, std::time::Duration::from_secs(120))
 }

@@ -1,0 +1,393 @@
+//! Issue 9: the bad days an adversarial review found still wasting a certificate or stalling a deployment —
+//! each reproduced against the real Pebble (through a fault-injecting proxy where the CA must fail) and the
+//! strict stand-in, then fixed.
+//!
+//! Every test has its own names (`t-<test>.example.test`), stand-in and state directory; those that count
+//! Pebble's orders or issuances hold the bed exclusively over all of their runs.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+
+use common::ari::AriProxy;
+use common::probe::{bundle_path, bundle_serial, deployed_serial, due, failure, step, writes};
+use common::{Case, assert_deployed, assert_no_txt, bed, from_now, run_with_env};
+use serde_json::json;
+use time::Duration;
+
+/// A case whose ACME directory is a fault-injecting proxy in front of the bed's Pebble.
+fn through_proxy(case: &Case) -> (AriProxy, common::ConfigBuilder) {
+    let proxy = AriProxy::start(&bed().pebble, case.dir.path());
+    let config = case
+        .config()
+        .acme("directory", &proxy.directory_url)
+        .acme("trust_roots", proxy.trust_roots.to_str().unwrap());
+    (proxy, config)
+}
+
+fn failed_downloads(proxy: &AriProxy) -> usize {
+    proxy
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/certZ/") && r.status == 503)
+        .count()
+}
+
+// ---- 1: a CA outage after finalization ---------------------------------------------------------------------------
+
+#[test]
+fn a_short_ca_outage_after_finalization_fetches_the_same_certificate() {
+    let case = Case::new("dl6");
+    let id = "t-dl6";
+    let domains = ["t-dl6.example.test"];
+    case.deployment(id, "one-way", due());
+    let (proxy, config) = through_proxy(&case);
+    let config = config.deployment(id, &domains).write();
+    // More 503s than one download attempt survives: the old code ordered (and was issued) a second certificate.
+    proxy.fail_downloads(6);
+
+    let exclusive = bed().exclusive();
+    let run = case.run(&config, &["renew"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_eq!(failed_downloads(&proxy), 6, "the outage happened");
+    assert_eq!((acme.orders, acme.issued), (1, 1), "{acme:?}\n{run}");
+    assert_deployed(&case, id, &domains);
+    assert_no_txt(&domains);
+    case.assert_invariants();
+}
+
+#[test]
+fn a_long_ca_outage_after_finalization_keeps_the_order_for_the_next_pass() {
+    let case = Case::new("dl40");
+    let id = "t-dl40";
+    let domains = ["t-dl40.example.test"];
+    case.deployment(id, "one-way", due());
+    let (proxy, config) = through_proxy(&case);
+    let config = config.deployment(id, &domains).write();
+    proxy.fail_downloads(u32::MAX);
+
+    let exclusive = bed().exclusive();
+    let first = case.run(&config, &["renew"]);
+    let during = exclusive.delta();
+    assert_eq!(first.code(), Some(1), "{first}");
+    let line = failure(&first, id);
+    assert!(
+        line.contains("downloading the certificate") && line.contains("finalized order is kept"),
+        "{line}"
+    );
+    assert_eq!(
+        (during.orders, during.issued),
+        (1, 1),
+        "one pass, one order: {during:?}"
+    );
+    let order = case
+        .state_dir()
+        .join(format!("deployments/{id}.order.json"));
+    assert!(order.is_file(), "the finalized order is kept");
+    assert_eq!(case.requests("PUT") + case.requests("POST"), 0);
+
+    // The CA is back: the next pass fetches the certificate of the kept order; nothing is ordered again.
+    proxy.fail_downloads(0);
+    let second = case.run(&config, &["renew"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+
+    assert_eq!(second.code(), Some(0), "{second}");
+    assert!(
+        second.stderr.contains("resuming: fetching the certificate"),
+        "{second}"
+    );
+    assert_eq!((acme.orders, acme.issued), (1, 1), "{acme:?}");
+    assert!(!order.exists());
+    assert_deployed(&case, id, &domains);
+    assert_no_txt(&domains);
+    case.assert_invariants();
+}
+
+// ---- 2: after a forced re-issue, an interrupted push ---------------------------------------------------------------
+
+#[test]
+fn a_forced_reissue_whose_push_was_lost_is_pushed_again_not_taken_as_running() {
+    let case = Case::new("lostput");
+    let id = "t-lostput";
+    let domains = ["t-lostput.example.test"];
+    case.deployment(id, "one-way", due());
+    let config = case
+        .config()
+        .emqx("request_timeout", "2s")
+        .deployment(id, &domains)
+        .write();
+
+    let exclusive = bed().exclusive();
+    let first = case.run(&config, &["renew", "--now"]);
+    assert_eq!(first.code(), Some(0), "{first}");
+    let old = deployed_serial(&case, id);
+
+    // The second forced renewal's PUT never gets an answer and is not applied: the vendor still runs `old`,
+    // whose expiry is within a day of the new certificate's.
+    case.standin.settings(&json!({"hang_writes": 1}));
+    let second = case.run(&config, &["renew", "--now"]);
+    assert_eq!(second.code(), Some(1), "{second}");
+    assert_eq!(
+        deployed_serial(&case, id),
+        old,
+        "the hung PUT was not applied"
+    );
+    let new = bundle_serial(&case, id);
+    assert_ne!(new, old);
+
+    let third = case.run(&config, &["renew"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+
+    assert_eq!(third.code(), Some(0), "{third}");
+    assert!(
+        !third
+            .stderr
+            .contains("the vendor already has this certificate"),
+        "expire cannot tell the two apart: {third}"
+    );
+    assert_eq!(
+        deployed_serial(&case, id),
+        new,
+        "the vendor runs the new certificate"
+    );
+    assert_eq!(case.requests("PUT"), 3, "{}", case.request_summary());
+    assert_eq!(acme.issued, 2, "{acme:?}");
+    assert!(!bundle_path(&case, id).exists());
+    case.assert_invariants();
+}
+
+// ---- 3: a write the vendor accepts but does not apply ----------------------------------------------------------
+
+#[test]
+fn a_write_accepted_but_not_applied_is_pushed_again_bounded_then_fails_loudly() {
+    let case = Case::new("unapplied");
+    let id = "t-unapplied";
+    let domains = ["t-unapplied.example.test"];
+    case.deployment(id, "one-way", due());
+    case.standin.settings(&json!({"ignore_writes": 3}));
+    let config = case
+        .config()
+        .emqx("wait_timeout", "1s")
+        .deployment(id, &domains)
+        .write();
+
+    let exclusive = bed().exclusive();
+    let first = case.run(&config, &["renew"]);
+    assert_eq!(first.code(), Some(1), "{first}");
+    let line = failure(&first, id);
+    assert!(
+        line.contains("still runs the previous one") && line.contains("next pass pushes"),
+        "{line}"
+    );
+    assert_eq!(
+        step(&case, id).as_deref(),
+        Some("issued"),
+        "stepped back to push again"
+    );
+    let serial = bundle_serial(&case, id);
+
+    for n in 2..=3 {
+        let again = case.run(&config, &["renew"]);
+        assert_eq!(again.code(), Some(1), "{again}");
+        assert_eq!(case.requests("PUT"), n, "{}", case.request_summary());
+    }
+    assert!(failure(&case.run(&config, &["renew"]), id).contains("stops pushing"));
+    assert_eq!(
+        case.requests("PUT"),
+        3,
+        "bounded: no fourth push without --now"
+    );
+
+    // The operator looked; `--now` pushes the same certificate once more, and this time it is applied.
+    let fixed = case.run(&config, &["renew", "--now"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+
+    assert_eq!(fixed.code(), Some(0), "{fixed}");
+    assert_eq!(
+        writes(&case),
+        vec![("PUT".to_owned(), 200); 4],
+        "{}",
+        case.request_summary()
+    );
+    assert_eq!(deployed_serial(&case, id), serial);
+    assert_eq!(acme.issued, 1, "{acme:?}");
+    assert_deployed(&case, id, &domains);
+    assert_no_txt(&domains);
+    case.assert_invariants();
+}
+
+#[test]
+fn renew_now_does_not_wait_again_for_a_push_stuck_as_pushed() {
+    let case = Case::new("nowpushed");
+    let id = "t-nowpushed";
+    let domains = ["t-nowpushed.example.test"];
+    case.deployment(id, "one-way", due());
+    case.standin.settings(&json!({"stuck_pending": true}));
+    let config = case
+        .config()
+        .emqx("wait_timeout", "1s")
+        .deployment(id, &domains)
+        .write();
+
+    let exclusive = bed().exclusive();
+    let first = case.run(&config, &["renew"]);
+    assert_eq!(first.code(), Some(1), "{first}");
+    assert_eq!(step(&case, id).as_deref(), Some("pushed"));
+
+    case.standin.settings(&json!({"stuck_pending": false}));
+    let now = case.run(&config, &["renew", "--now"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+
+    assert_eq!(now.code(), Some(0), "{now}");
+    assert!(now.stderr.contains("--now: checking"), "{now}");
+    assert_eq!(acme.issued, 1, "{acme:?}");
+    assert_deployed(&case, id, &domains);
+    case.assert_invariants();
+}
+
+// ---- 5: one deployment's bug never stops the others --------------------------------------------------------------
+
+#[test]
+fn a_panic_in_one_deployment_is_reported_and_the_others_are_renewed() {
+    let case = Case::new("panic");
+    let (first_id, other_id) = ("t-panic-a", "t-panic-b");
+    let (first_dom, other_dom) = ("t-panic-a.example.test", "t-panic-b.example.test");
+    // The earlier deadline goes first, so the panic comes before the other deployment is handled.
+    case.deployment(first_id, "one-way", Some(from_now(Duration::days(5))));
+    case.deployment(other_id, "one-way", due());
+    let config = case
+        .config()
+        .deployment(first_id, &[first_dom])
+        .deployment(other_id, &[other_dom])
+        .write();
+
+    let exclusive = bed().exclusive();
+    let run = run_with_env(
+        &config,
+        &["renew"],
+        &[("FAILPOINTS", "issued-saved=1*panic")],
+    );
+    assert_eq!(run.code(), Some(1), "{run}");
+    assert!(failure(&run, first_id).contains("internal error"), "{run}");
+    assert!(run.failures_of(other_id).is_empty(), "{run}");
+    assert_deployed(&case, other_id, &[other_dom]);
+
+    // Everything before the panic was persisted: the next pass pushes the saved certificate.
+    let again = case.run(&config, &["renew"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+    assert_eq!(again.code(), Some(0), "{again}");
+    assert_deployed(&case, first_id, &[first_dom]);
+    assert_eq!(acme.issued, 2, "one certificate per deployment: {acme:?}");
+    case.assert_invariants();
+}
+
+// ---- 6: a deferral that runs past the deadline -------------------------------------------------------------------
+
+#[test]
+fn a_deferral_past_the_deadline_is_a_failure() {
+    let case = Case::new("latedefer");
+    let id = "t-latedefer";
+    let domains = ["t-latedefer.example.test"];
+    // Expires in 12 hours: its deadline has passed. The vendor admits no write for an hour (429).
+    case.deployment(id, "one-way", Some(from_now(Duration::hours(12))));
+    case.standin.settings(&json!({"write_limit": 0}));
+    let config = case.config().deployment(id, &domains).write();
+
+    let run = case.run(&config, &["renew"]);
+
+    assert_eq!(run.code(), Some(1), "{run}");
+    let line = failure(&run, id);
+    assert!(line.contains("cannot renew before the deadline"), "{line}");
+    assert!(line.contains("429"), "the cause is named: {line}");
+    assert_eq!(
+        step(&case, id).as_deref(),
+        Some("issued"),
+        "the certificate is kept"
+    );
+    case.assert_invariants();
+}
+
+// ---- 7: a corrupt TXT journal; scarce GETs -----------------------------------------------------------------------
+
+#[test]
+fn a_corrupt_txt_journal_is_reported_and_kept() {
+    let case = Case::new("journal");
+    let id = "t-journal";
+    let domains = ["t-journal.example.test"];
+    case.deployment(id, "one-way", due());
+    let config = case.config().deployment(id, &domains).write();
+    let deployments = case.state_dir().join("deployments");
+    fs::create_dir_all(&deployments).unwrap();
+    for dir in [case.state_dir(), deployments] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let journal = case.state_dir().join(format!("deployments/{id}.txt.json"));
+    common::bed::write_private(&journal, b"[[\"_acme-challenge.t-journal.example.test.\"").unwrap();
+
+    let exclusive = bed().exclusive();
+    let run = case.run(&config, &["renew"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+
+    assert_eq!(run.code(), Some(1), "{run}");
+    let line = failure(&run, id);
+    assert!(
+        line.contains(&journal.display().to_string()) && line.contains("TXT"),
+        "the journal is named: {line}"
+    );
+    assert_eq!(
+        fs::read(&journal).unwrap(),
+        b"[[\"_acme-challenge.t-journal.example.test.\"",
+        "kept as it was"
+    );
+    assert_eq!(acme.orders, 0, "nothing ordered past an unreadable journal");
+    case.assert_invariants();
+}
+
+#[test]
+fn scarce_gets_go_to_the_most_urgent_deployment_first() {
+    let case = Case::new("scarce");
+    let ids = ["t-scarce-1", "t-scarce-2", "t-scarce-3", "t-scarce-4"];
+    // Not due under the default rule; the last in config order expires first.
+    for id in &ids[..3] {
+        case.deployment(id, "one-way", Some(from_now(Duration::days(80))));
+    }
+    case.deployment(ids[3], "one-way", Some(from_now(Duration::days(40))));
+    let mut config = case
+        .config()
+        .emqx_raw("get_limit", "7")
+        .emqx("inspect_interval", "0s");
+    for id in ids {
+        config = config.deployment(id, &[&format!("{id}.example.test")]);
+    }
+    let config = config.write();
+
+    let first = case.run(&config, &["renew"]);
+    assert_eq!(first.code(), Some(0), "{first}");
+    let seen = case.standin.log().len();
+    assert_eq!(case.requests("GET"), 4, "{}", case.request_summary());
+
+    // Three GETs left for four deployments: the one expiring first is asked first.
+    let second = case.run(&config, &["renew"]);
+    assert_eq!(second.code(), Some(0), "{second}");
+    let asked: Vec<String> = case.standin.log()[seen..]
+        .iter()
+        .filter(|e| e["method"] == "GET")
+        .map(|e| e["path"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        asked.first().is_some_and(|p| p.contains(ids[3])),
+        "the most urgent deployment first: {asked:?}"
+    );
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    case.assert_invariants();
+}
