@@ -238,10 +238,7 @@ impl Agent {
     /// The budget file cannot be read, or an HTTP client cannot be built.
     pub fn new(config: Config, store: Store) -> Result<Agent, RenewError> {
         let budget = Arc::new(Budget::load(&store)?);
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::target::emqx::vendor_http()
             .map_err(|e| RenewError::Config(format!("cannot set up HTTPS: {e}")))?;
         let emqx = config
             .emqx
@@ -310,6 +307,9 @@ impl Agent {
         // A long-lived agent (the daemon) must see what other processes spent since its last pass.
         if let Err(e) = self.budget.reload() {
             tracing::warn!("cannot re-read the request budget, using the one in memory: {e}");
+        }
+        for client in self.emqx.values() {
+            client.begin_pass();
         }
         let now = OffsetDateTime::now_utc();
         let selected: Vec<&Deployment> = self

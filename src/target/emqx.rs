@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
@@ -30,6 +31,13 @@ pub const RETRY_BASE: Duration = Duration::from_millis(500);
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// The longest `Retry-After` taken at its word.
 pub const MAX_BLOCK: Duration = Duration::from_secs(24 * 3600);
+/// How long a 429 without a usable `Retry-After` blocks the key. It is waited out at most once per pass
+/// and client: the vendor did not say when it will accept requests again, so asking again and again would
+/// only spend the hourly budget.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The earliest and latest year an `expire` may name. Beyond these the date arithmetic of the planner and the
+/// state files cannot represent it, and no real certificate lives there.
+pub const EXPIRE_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 
 /// Largest response body read; the documented bodies are a few dozen bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -117,6 +125,21 @@ pub enum EmqxError {
         /// Last failure.
         detail: String,
     },
+    /// A 3xx. Redirects are never followed: the request carries the API secret, and a write the new private
+    /// key; a redirect to another host would hand them over, and a 303 would turn a PUT into a GET.
+    #[error(
+        "EMQX API answered {method} with a redirect (HTTP {status} to {location}) — certkeeper never follows redirects; set [emqx.{account}] url to the final address"
+    )]
+    Redirected {
+        /// Config section name.
+        account: String,
+        /// The request's method.
+        method: &'static str,
+        /// The 3xx status.
+        status: u16,
+        /// Scheme, host and port of the `Location` (no path or query: they may carry tokens).
+        location: String,
+    },
     /// An answer that does not follow the docs.
     #[error("EMQX API sent an unexpected answer ({detail}) — report it if it persists")]
     BadResponse {
@@ -177,11 +200,27 @@ impl fmt::Debug for Upload<'_> {
     }
 }
 
+/// The HTTP client for vendor APIs: it never follows redirects (see [`EmqxError::Redirected`]).
+///
+/// # Errors
+/// When the TLS backend cannot be set up.
+pub fn vendor_http() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// A client of one `[emqx.*]` account.
 pub struct EmqxClient {
     http: reqwest::Client,
     config: EmqxConfig,
     budget: Arc<Budget>,
+    /// A 429 without a usable `Retry-After` was already waited out in this pass.
+    waited_unannounced: AtomicBool,
+    /// [`DEFAULT_RETRY_AFTER`]; shorter in unit tests.
+    default_retry_after: Duration,
 }
 
 impl fmt::Debug for EmqxClient {
@@ -206,7 +245,14 @@ impl EmqxClient {
             http,
             config,
             budget,
+            waited_unannounced: AtomicBool::new(false),
+            default_retry_after: DEFAULT_RETRY_AFTER,
         }
+    }
+
+    /// Starts a pass: a 429 without a usable `Retry-After` may be waited out once more.
+    pub fn begin_pass(&self) {
+        self.waited_unannounced.store(false, Ordering::Relaxed);
     }
 
     fn limits(&self) -> Limits {
@@ -390,6 +436,11 @@ impl EmqxClient {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = retry_after(&resp);
+                    let location = resp
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
                     let text = read_limited(resp).await;
                     tracing::debug!(method = name, %url, status = status.as_u16(), "EMQX API answer");
                     match status.as_u16() {
@@ -417,26 +468,48 @@ impl EmqxClient {
                             });
                         }
                         429 => {
+                            let announced = retry_after.is_some();
                             // Whatever the vendor says, a block longer than a day is read as a day: the date
                             // arithmetic must not overflow, and a pass a day later simply asks again.
                             let wait = retry_after
-                                .unwrap_or(Duration::from_secs(60))
+                                .unwrap_or(self.default_retry_after)
                                 .min(MAX_BLOCK);
                             let until = OffsetDateTime::now_utc() + wait;
                             self.budget.block(&self.config.key, until)?;
                             last = format!(
-                                "{name} {url}: 429 Too Many Requests (Retry-After {}s)",
-                                wait.as_secs()
+                                "{name} {url}: 429 Too Many Requests (Retry-After {})",
+                                if announced {
+                                    format!("{}s", wait.as_secs())
+                                } else {
+                                    "absent or unreadable".into()
+                                }
                             );
-                            // A long wait, or none left to try: defer rather than fail; the budget is blocked.
-                            if wait > MAX_RETRY_AFTER || attempt == MAX_ATTEMPTS {
+                            let may_wait = wait <= MAX_RETRY_AFTER
+                                && attempt < MAX_ATTEMPTS
+                                && (announced
+                                    || !self.waited_unannounced.swap(true, Ordering::Relaxed));
+                            // A long wait, none left to try, or a second unannounced one: defer rather than fail;
+                            // the budget is blocked.
+                            if !may_wait {
                                 return Err(EmqxError::Budget(crate::budget::Exhausted {
                                     key: self.config.key.clone(),
                                     until,
-                                    why: "the vendor answered 429",
+                                    why: if announced {
+                                        "the vendor answered 429"
+                                    } else {
+                                        "the vendor answered 429 without a usable Retry-After"
+                                    },
                                 }));
                             }
                             Some(wait)
+                        }
+                        300..=399 => {
+                            return Err(EmqxError::Redirected {
+                                account: self.config.name.clone(),
+                                method: name,
+                                status: status.as_u16(),
+                                location: location_origin(&url, location.as_deref()),
+                            });
                         }
                         s if s >= 500 => {
                             last = format!(
@@ -505,9 +578,13 @@ pub fn parse_state(body: &[u8], offset: time::UtcOffset) -> Result<TlsState, Str
         .map(str::to_owned);
     let expire = match field("expire")?.filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => {
-            Some(parse_expire(s, offset).ok_or_else(|| format!("`expire` {s:?} is not a date"))?)
-        }
+        Some(s) => Some(parse_expire(s, offset).ok_or_else(|| {
+            format!(
+                "`expire` {s:?} is not a date between the years {} and {}",
+                EXPIRE_YEARS.start(),
+                EXPIRE_YEARS.end()
+            )
+        })?),
     };
     let status = match field("status")?.map(str::to_ascii_lowercase).as_deref() {
         None | Some("") => Status::Absent,
@@ -522,15 +599,28 @@ pub fn parse_state(body: &[u8], offset: time::UtcOffset) -> Result<TlsState, Str
     })
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in `offset`, or RFC 3339.
+/// `YYYY-MM-DD HH:MM:SS` in `offset`, or RFC 3339; in UTC, and only within [`EXPIRE_YEARS`].
 pub fn parse_expire(text: &str, offset: time::UtcOffset) -> Option<OffsetDateTime> {
-    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(t);
-    }
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::PrimitiveDateTime::parse(text, &fmt)
-        .ok()
-        .map(|t| t.assume_offset(offset))
+    let parsed = OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
+        time::PrimitiveDateTime::parse(text, &fmt)
+            .ok()
+            .map(|t| t.assume_offset(offset))
+    })?;
+    parsed
+        .checked_to_offset(time::UtcOffset::UTC)
+        .filter(|t| EXPIRE_YEARS.contains(&t.year()))
+}
+
+/// `scheme://host:port` of a `Location`, resolved against the request URL; never its path or query.
+fn location_origin(request: &str, location: Option<&str>) -> String {
+    let Some(location) = location else {
+        return "no Location".to_owned();
+    };
+    reqwest::Url::parse(request)
+        .and_then(|base| base.join(location))
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "an unreadable Location".to_owned())
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
@@ -683,5 +773,134 @@ mod tests {
             httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(datetime!(1994-11-06 08:49:37 UTC))
         );
+    }
+
+    #[test]
+    fn expiries_outside_years_1_to_9999_are_refused() {
+        for text in [
+            "0000-01-01 00:00:00",
+            "0000-12-31T23:59:59Z",
+            "0001-01-01T00:30:00+01:00",
+            "9999-12-31T23:30:00-01:00",
+            "-0001-05-01 00:00:00",
+        ] {
+            assert_eq!(parse_expire(text, offset!(UTC)), None, "{text}");
+        }
+        assert_eq!(
+            parse_expire("0001-01-01 00:00:00", offset!(UTC)),
+            Some(datetime!(0001-01-01 00:00:00 UTC))
+        );
+        let err = parse_state(br#"{"expire":"0000-01-02 00:00:00"}"#, offset!(UTC)).unwrap_err();
+        assert!(err.contains("between the years 1 and 9999"), "{err}");
+        // A zone-less expiry read in a large offset lands in UTC, still representable.
+        assert_eq!(
+            parse_expire("0001-01-02 23:00:00", offset!(+23:59)),
+            Some(datetime!(0001-01-01 23:01:00 UTC))
+        );
+    }
+
+    #[test]
+    fn a_redirect_names_only_the_origin_of_its_location() {
+        let base = "https://api.example.test/api/v1/deployments/d/tls";
+        assert_eq!(
+            location_origin(base, Some("https://evil.example:8443/x?token=abc")),
+            "https://evil.example:8443"
+        );
+        assert_eq!(
+            location_origin(base, Some("/elsewhere")),
+            "https://api.example.test"
+        );
+        assert_eq!(location_origin(base, None), "no Location");
+    }
+
+    /// A one-thread HTTP server answering every request with `answer`; returns its URL and a request counter.
+    fn canned_server(answer: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = (&stream).write_all(answer.as_bytes());
+            }
+        });
+        (url, count)
+    }
+
+    fn client_for(url: String, store: &crate::store::Store) -> EmqxClient {
+        let config = EmqxConfig {
+            name: "main".into(),
+            url,
+            key: "k".into(),
+            secret: "s".to_owned().into(),
+            expire_offset: time::UtcOffset::UTC,
+            poll_interval: Duration::from_millis(10),
+            request_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(1),
+            get_limit: 60,
+            write_limit: 6,
+            inspect_interval: Duration::from_secs(3600),
+            import_minimum: Duration::ZERO,
+            issuer_key_match: crate::config::IssuerKeyMatch::Warn,
+            rate_window: Duration::from_secs(3600),
+        };
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let budget = Arc::new(Budget::load(store).unwrap());
+        let mut client = EmqxClient::new(vendor_http().unwrap(), config, budget);
+        client.default_retry_after = Duration::from_millis(20);
+        client
+    }
+
+    #[tokio::test]
+    async fn a_429_without_retry_after_is_waited_out_once_per_pass() {
+        let (url, count) = canned_server(
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let client = client_for(url, &store);
+        let sent = || count.load(Ordering::SeqCst);
+
+        let err = client.inspect("d").await.unwrap_err();
+        assert!(matches!(err, EmqxError::Budget(_)), "{err}");
+        assert!(
+            err.to_string().contains("without a usable Retry-After"),
+            "{err}"
+        );
+        assert_eq!(sent(), 2, "one wait, then deferred");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        client.inspect("d").await.unwrap_err();
+        assert_eq!(sent(), 3, "the pass already waited once: no second wait");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        client.begin_pass();
+        client.inspect("d").await.unwrap_err();
+        assert_eq!(sent(), 5, "a new pass may wait once again");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_an_error_and_is_not_followed() {
+        let (url, count) = canned_server(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let client = client_for(url, &store);
+        let err = client.inspect("d").await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("HTTP 307 to http://127.0.0.1:9")
+                && text.contains("never follows redirects")
+                && text.contains("[emqx.main] url"),
+            "{text}"
+        );
+        assert!(!err.is_transient());
+        assert_eq!(count.load(Ordering::SeqCst), 1, "not retried");
     }
 }

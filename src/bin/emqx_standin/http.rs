@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::limiter::Class;
-use crate::settings::SettingsPatch;
+use crate::settings::{HANG_FOR, Redirect, SettingsPatch};
 use crate::state::{AdminDeployment, AdminKey, ApiError, LogEntry, Standin, WriteOp};
 use crate::upload::MAX_BODY_BYTES;
 
@@ -120,6 +120,12 @@ async fn tls(
             return response;
         }
     };
+    let redirect = lock(&state).settings.redirect.clone();
+    if let Some(redirect) =
+        redirect.filter(|r| r.method.as_deref().is_none_or(|m| m == method.as_str()))
+    {
+        return redirect_response(&redirect, &id);
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -179,6 +185,13 @@ async fn write(state: &Shared, op: WriteOp, id: &str, headers: &HeaderMap, body:
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    if take_hang(state, op, id) {
+        tokio::time::sleep(HANG_FOR).await;
+        return error_response(&ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the write was held unanswered (injected by the stand-in's hang_writes setting)",
+        ));
+    }
     let result = lock(state).write_tls(
         op,
         id,
@@ -188,6 +201,41 @@ async fn write(state: &Shared, op: WriteOp, id: &str, headers: &HeaderMap, body:
         OffsetDateTime::now_utc(),
     );
     json_result(result, StatusCode::OK)
+}
+
+/// Takes one `hang_writes` if any is left, logging the write now: its answer never comes, and a client that
+/// gives up drops the handler before the logging middleware sees it.
+fn take_hang(state: &Shared, op: WriteOp, id: &str) -> bool {
+    let mut standin = lock(state);
+    if standin.settings.hang_writes == 0 {
+        return false;
+    }
+    standin.settings.hang_writes -= 1;
+    let method = match op {
+        WriteOp::Create => "POST",
+        WriteOp::Update => "PUT",
+    };
+    standin.record(LogEntry {
+        method: method.to_owned(),
+        path: format!("/api/v1/deployments/{id}/tls"),
+        key: None,
+        status: 0,
+        at: OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default(),
+    });
+    true
+}
+
+/// The `redirect` setting's answer: the configured status, `Location` = prefix + the vendor path.
+fn redirect_response(redirect: &Redirect, id: &str) -> Response {
+    let target = format!("{}/api/v1/deployments/{id}/tls", redirect.location);
+    let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
+    let mut response = status.into_response();
+    if let Ok(value) = HeaderValue::from_str(&target) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// `PUT /_admin/keys/{key}`.
@@ -293,8 +341,12 @@ pub fn error_response(error: &ApiError) -> Response {
             HeaderValue::from_static("Basic realm=\"emqx-standin\""),
         );
     }
-    if let Some(seconds) = error.retry_after {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    if let Some(value) = error
+        .retry_after
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers.insert(header::RETRY_AFTER, value);
     }
     response
 }

@@ -4,6 +4,8 @@
 //! per key per 60 minutes, UTC timestamps, the current `tlsType` dialect, certificates with fewer
 //! than 60 days left refused), plus a short pending phase so tests do not wait long.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize, Serializer};
 use time::UtcOffset;
 use time::macros::format_description;
@@ -34,6 +36,36 @@ pub struct Settings {
     pub fail_gets: u32,
     /// A leaf with fewer days than this left is refused with 422.
     pub min_days_left: u32,
+    /// The next this many POST/PUT requests that pass every check answer 200 with the current state but
+    /// store nothing: a write accepted but not applied.
+    pub ignore_writes: u32,
+    /// The next this many POST/PUT requests are read and never answered (for up to [`HANG_FOR`]); they store
+    /// nothing and are logged with status 0 when they arrive.
+    pub hang_writes: u32,
+    /// Answer every vendor request with this redirect instead (`null`: none).
+    pub redirect: Option<Redirect>,
+    /// Per deployment id, an `expire` reported verbatim in GET answers while it has a certificate.
+    pub expire_override: BTreeMap<String, String>,
+    /// The next this many vendor requests answer 429 (after authentication, before the rate limiter).
+    pub throttle_next: u32,
+    /// The `Retry-After` header of those 429s, verbatim (`null`: none).
+    pub throttle_retry_after: Option<String>,
+}
+
+/// How long a request held by `hang_writes` stays open before it is answered 504.
+pub const HANG_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A redirect the stand-in answers instead of the vendor API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// A 3xx status.
+    pub status: u16,
+    /// The `Location` prefix; the request's path is appended.
+    pub location: String,
+    /// Only requests with this method are redirected (`null`: all).
+    #[serde(default)]
+    pub method: Option<String>,
 }
 
 impl Default for Settings {
@@ -50,6 +82,12 @@ impl Default for Settings {
             fail_writes: 0,
             fail_gets: 0,
             min_days_left: 60,
+            ignore_writes: 0,
+            hang_writes: 0,
+            redirect: None,
+            expire_override: BTreeMap::new(),
+            throttle_next: 0,
+            throttle_retry_after: None,
         }
     }
 }
@@ -69,6 +107,23 @@ pub struct SettingsPatch {
     fail_writes: Option<u32>,
     fail_gets: Option<u32>,
     min_days_left: Option<u32>,
+    ignore_writes: Option<u32>,
+    hang_writes: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    redirect: Option<Option<Redirect>>,
+    expire_override: Option<BTreeMap<String, String>>,
+    throttle_next: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    throttle_retry_after: Option<Option<String>>,
+}
+
+/// For the knobs whose `null` means "none": an absent field keeps its value, a present one (even `null`) sets it.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl Settings {
@@ -81,6 +136,11 @@ impl Settings {
         let zone = patch.zone.as_deref().map(parse_zone).transpose()?;
         if patch.window == Some(0) {
             return Err("window must be at least 1 second".to_owned());
+        }
+        if let Some(Some(r)) = &patch.redirect
+            && !(300..=399).contains(&r.status)
+        {
+            return Err(format!("redirect status {} is not a 3xx", r.status));
         }
         let mut next = self.clone();
         macro_rules! take {
@@ -96,7 +156,13 @@ impl Settings {
             final_status,
             fail_writes,
             fail_gets,
-            min_days_left
+            min_days_left,
+            ignore_writes,
+            hang_writes,
+            redirect,
+            expire_override,
+            throttle_next,
+            throttle_retry_after
         );
         if let Some(zone) = zone {
             next.zone = zone;

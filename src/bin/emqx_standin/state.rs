@@ -31,8 +31,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What went wrong, for a human.
     pub message: String,
-    /// Seconds for the `Retry-After` header (429 only).
-    pub retry_after: Option<u64>,
+    /// The `Retry-After` header, verbatim (429 only; usually seconds).
+    pub retry_after: Option<String>,
 }
 
 impl ApiError {
@@ -221,6 +221,15 @@ impl Standin {
                 format!("API key {key:?} has no access to deployment {deployment:?}"),
             ));
         }
+        if self.settings.throttle_next > 0 {
+            self.settings.throttle_next -= 1;
+            return Err(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "too many requests (injected by the stand-in's throttle_next setting)"
+                    .to_owned(),
+                retry_after: self.settings.throttle_retry_after.clone(),
+            });
+        }
         let (limit, what) = match class {
             Class::Read => (self.settings.get_limit, "GET requests"),
             Class::Write => (self.settings.write_limit, "POST/PUT/DELETE requests"),
@@ -233,7 +242,7 @@ impl Standin {
                     "rate limit exceeded: {limit} {what} per {} s for API key {key:?}; retry after {retry_after} s",
                     self.settings.window
                 ),
-                retry_after: Some(retry_after),
+                retry_after: Some(retry_after.to_string()),
             })
     }
 
@@ -256,10 +265,11 @@ impl Standin {
             Status::Other(status) => status,
         };
         let mut body = serde_json::Map::new();
-        body.insert(
-            "expire".to_owned(),
-            format_expire(expire, &self.settings).into(),
-        );
+        let expire = match self.settings.expire_override.get(id) {
+            Some(verbatim) => verbatim.clone(),
+            None => format_expire(expire, &self.settings),
+        };
+        body.insert("expire".to_owned(), expire.into());
         body.insert("status".to_owned(), status.into());
         body.insert(
             self.settings.tls_type_key().to_owned(),
@@ -320,6 +330,10 @@ impl Standin {
             min_days_left: self.settings.min_days_left,
         };
         let upload = upload::parse_upload(body, policy).map_err(unprocessable)?;
+        if self.settings.ignore_writes > 0 {
+            self.settings.ignore_writes -= 1;
+            return self.get_tls(id, now);
+        }
 
         let tls_type = upload.tls_type.as_str();
         let expire = format_expire(upload.expire, &self.settings);

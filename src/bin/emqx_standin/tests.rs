@@ -444,7 +444,7 @@ fn rate_limit_counts_4xx_and_sets_retry_after() {
         .admit("k", Class::Read, "d", t0 + Duration::from_secs(20))
         .unwrap_err();
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(refused.retry_after, Some(40));
+    assert_eq!(refused.retry_after.as_deref(), Some("40"));
     assert_eq!(refused.body()["code"], json!(429));
     // Writes have their own budget.
     s.admit("k", Class::Write, "d", t0 + Duration::from_secs(20))
@@ -575,4 +575,76 @@ fn injected_failures_answer_500_and_store_nothing() {
     assert_eq!(s.get_tls("d", t0).unwrap(), json!({}));
     s.write_tls(WriteOp::Create, "d", json, &upload_body(), t0, utc)
         .unwrap();
+}
+
+#[test]
+fn ignored_writes_answer_the_current_state_and_store_nothing() {
+    let mut s = standin();
+    s.settings.ignore_writes = 1;
+    let t0 = Instant::now();
+    let utc = OffsetDateTime::now_utc();
+    let json = Some("application/json");
+    let answer = s
+        .write_tls(WriteOp::Update, "live", json, &upload_body(), t0, utc)
+        .unwrap();
+    assert_eq!(answer["status"], json!("running"));
+    assert_eq!(answer["expire"], json!("2034-05-22 02:43:21"));
+    assert_eq!(s.deployment_view("live", t0).unwrap()["writes"], json!(0));
+    // Only writes that pass every check are ignored: a refused one does not use the setting up.
+    s.settings.ignore_writes = 1;
+    assert!(
+        s.write_tls(WriteOp::Create, "live", json, &upload_body(), t0, utc)
+            .is_err()
+    );
+    assert_eq!(s.settings.ignore_writes, 1);
+}
+
+#[test]
+fn expire_override_and_throttle_shape_the_answers() {
+    let mut s = standin();
+    let t0 = Instant::now();
+    s.settings
+        .expire_override
+        .insert("live".to_owned(), "0000-01-01 00:00:00".to_owned());
+    assert_eq!(
+        s.get_tls("live", t0).unwrap()["expire"],
+        json!("0000-01-01 00:00:00")
+    );
+    s.settings
+        .expire_override
+        .insert("d".to_owned(), "0000-01-01 00:00:00".to_owned());
+    assert_eq!(
+        s.get_tls("d", t0).unwrap(),
+        json!({}),
+        "no certificate, no expire"
+    );
+    s.settings.throttle_next = 1;
+    s.settings.throttle_retry_after = Some("soon".to_owned());
+    let refused = s.admit("k", Class::Read, "d", t0).unwrap_err();
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.retry_after.as_deref(), Some("soon"));
+    assert_eq!(s.admit("k", Class::Read, "d", t0), Ok(()));
+}
+
+#[test]
+fn nullable_knobs_are_set_kept_and_cleared() {
+    let mut settings = Settings::default();
+    let patch = |v: Value| serde_json::from_value::<SettingsPatch>(v).unwrap();
+    settings
+        .apply(patch(
+            json!({"redirect": {"status": 307, "location": "http://x"}, "hang_writes": 2}),
+        ))
+        .unwrap();
+    assert_eq!(settings.redirect.as_ref().map(|r| r.status), Some(307));
+    settings.apply(patch(json!({"fail_gets": 1}))).unwrap();
+    assert!(settings.redirect.is_some(), "absent keeps the value");
+    settings.apply(patch(json!({"redirect": null}))).unwrap();
+    assert_eq!(settings.redirect, None, "null clears it");
+    assert_eq!(settings.hang_writes, 2);
+    let err = settings
+        .apply(patch(
+            json!({"redirect": {"status": 200, "location": "http://x"}}),
+        ))
+        .unwrap_err();
+    assert!(err.contains("not a 3xx"), "{err}");
 }
