@@ -205,6 +205,10 @@ impl fmt::Debug for Upload<'_> {
 /// # Errors
 /// When the TLS backend cannot be set up.
 pub fn vendor_http() -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest panics without a process-wide rustls provider; the CLI installs one, a library user may not.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -851,7 +855,6 @@ mod tests {
             issuer_key_match: crate::config::IssuerKeyMatch::Warn,
             rate_window: Duration::from_secs(3600),
         };
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let budget = Arc::new(Budget::load(store).unwrap());
         let mut client = EmqxClient::new(vendor_http().unwrap(), config, budget);
         client.default_retry_after = Duration::from_millis(20);

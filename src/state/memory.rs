@@ -1,0 +1,87 @@
+//! An in-memory [`StateStore`], for the pipeline's unit tests and as the smallest example of a backend.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{JournalEntry, StateStore};
+use crate::certs::Bundle;
+use crate::store::{PendingOrder, Record, StoreError};
+
+#[derive(Default)]
+struct Inner {
+    records: BTreeMap<String, Record>,
+    bundles: BTreeMap<String, Bundle>,
+    orders: BTreeMap<String, PendingOrder>,
+    journals: BTreeMap<String, Vec<JournalEntry>>,
+}
+
+/// Everything in a map behind a mutex; nothing survives the process.
+#[derive(Default)]
+pub struct Memory(Mutex<Inner>);
+
+impl Memory {
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Plain maps: a panic elsewhere cannot leave them half-updated.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl StateStore for Memory {
+    fn record(&self, id: &str) -> Result<Record, StoreError> {
+        Ok(self.inner().records.get(id).cloned().unwrap_or_default())
+    }
+
+    fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError> {
+        self.inner().records.insert(id.to_owned(), record.clone());
+        Ok(())
+    }
+
+    fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
+        Ok(self.inner().bundles.get(id).cloned())
+    }
+
+    fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
+        self.inner().bundles.insert(id.to_owned(), bundle.clone());
+        Ok(())
+    }
+
+    fn remove_bundle(&self, id: &str) -> Result<(), StoreError> {
+        self.inner().bundles.remove(id);
+        Ok(())
+    }
+
+    fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
+        Ok(self.inner().orders.get(id).map(|o| PendingOrder {
+            url: o.url.clone(),
+            key_pkcs8_pem: o.key_pkcs8_pem.clone(),
+        }))
+    }
+
+    fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError> {
+        let copy = PendingOrder {
+            url: order.url.clone(),
+            key_pkcs8_pem: order.key_pkcs8_pem.clone(),
+        };
+        self.inner().orders.insert(id.to_owned(), copy);
+        Ok(())
+    }
+
+    fn remove_pending_order(&self, id: &str) -> Result<(), StoreError> {
+        self.inner().orders.remove(id);
+        Ok(())
+    }
+
+    fn journal(&self, id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        Ok(self.inner().journals.get(id).cloned().unwrap_or_default())
+    }
+
+    fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        if entries.is_empty() {
+            inner.journals.remove(id);
+        } else {
+            inner.journals.insert(id.to_owned(), entries.to_vec());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,218 @@
+//! What the pipeline keeps between passes, behind one small typed trait: a deployment's record, the bundle in
+//! flight, the order being finalized, and the journal of published TXT records.
+//!
+//! [`StateStore`] is the seam for other backends (an HA store shared by several agents); the state directory
+//! ([`crate::store::Store`]) is the first implementation, and the only code that names a state file.
+//! [`ReadOnly`] is the dry run's view: every read goes through, every write is dropped.
+
+use std::sync::Arc;
+
+use crate::certs::Bundle;
+use crate::store::{PendingOrder, Record, Store, StoreError};
+
+/// A TXT record published for DNS-01 and not yet removed: `(owner name, value)`.
+pub type JournalEntry = (String, String);
+
+/// The per-deployment state the pipeline persists. Every write is atomic: after a crash a reader sees the
+/// old or the new value, never a mix.
+pub trait StateStore: Send + Sync {
+    /// The deployment's record; a default one when there is none yet.
+    ///
+    /// # Errors
+    /// The record cannot be read or is corrupt (it is left in place).
+    fn record(&self, id: &str) -> Result<Record, StoreError>;
+    /// Replaces the deployment's record.
+    ///
+    /// # Errors
+    /// The write failed; the previous record is intact.
+    fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError>;
+    /// The issued bundle not yet active at the target, if any.
+    ///
+    /// # Errors
+    /// It cannot be read or is corrupt.
+    fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError>;
+    /// Saves the issued bundle (it holds a private key: kept private).
+    ///
+    /// # Errors
+    /// The write failed.
+    fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError>;
+    /// Removes the bundle once its certificate is active.
+    ///
+    /// # Errors
+    /// The removal failed.
+    fn remove_bundle(&self, id: &str) -> Result<(), StoreError>;
+    /// The order an earlier pass asked the CA to finalize, if any.
+    ///
+    /// # Errors
+    /// It cannot be read or is corrupt.
+    fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError>;
+    /// Saves the order about to be finalized, with its certificate's key.
+    ///
+    /// # Errors
+    /// The write failed.
+    fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError>;
+    /// Forgets the pending order.
+    ///
+    /// # Errors
+    /// The removal failed.
+    fn remove_pending_order(&self, id: &str) -> Result<(), StoreError>;
+    /// The TXT records published for the deployment and not yet removed.
+    ///
+    /// # Errors
+    /// The journal cannot be read or is corrupt (it is left in place).
+    fn journal(&self, id: &str) -> Result<Vec<JournalEntry>, StoreError>;
+    /// Replaces the journal; an empty one removes it.
+    ///
+    /// # Errors
+    /// The write failed.
+    fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError>;
+
+    /// Returns false for a store that drops its writes ([`ReadOnly`]): nothing it is given was persisted.
+    fn persists(&self) -> bool {
+        true
+    }
+}
+
+fn journal_file(id: &str) -> String {
+    format!("deployments/{id}.txt.json")
+}
+
+impl StateStore for Store {
+    fn record(&self, id: &str) -> Result<Record, StoreError> {
+        Store::record(self, id)
+    }
+
+    fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError> {
+        Store::save_record(self, id, record)
+    }
+
+    fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
+        Store::bundle(self, id)
+    }
+
+    fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
+        Store::save_bundle(self, id, bundle)
+    }
+
+    fn remove_bundle(&self, id: &str) -> Result<(), StoreError> {
+        Store::remove_bundle(self, id)
+    }
+
+    fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
+        Store::pending_order(self, id)
+    }
+
+    fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError> {
+        Store::save_pending_order(self, id, order)
+    }
+
+    fn remove_pending_order(&self, id: &str) -> Result<(), StoreError> {
+        Store::remove_pending_order(self, id)
+    }
+
+    fn journal(&self, id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        Ok(self.read_json(&journal_file(id))?.unwrap_or_default())
+    }
+
+    fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            self.remove_file(&journal_file(id))
+        } else {
+            self.write_json(&journal_file(id), &entries)
+        }
+    }
+}
+
+/// A boxed or shared backend is a backend: the pipeline holds its state as `Box<dyn StateStore>`, and a test
+/// keeps an `Arc` to look inside.
+macro_rules! delegate {
+    ($($wrapper:ident),*) => {$(
+        impl<T: StateStore + ?Sized> StateStore for $wrapper<T> {
+            fn record(&self, id: &str) -> Result<Record, StoreError> {
+                (**self).record(id)
+            }
+            fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError> {
+                (**self).save_record(id, record)
+            }
+            fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
+                (**self).bundle(id)
+            }
+            fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
+                (**self).save_bundle(id, bundle)
+            }
+            fn remove_bundle(&self, id: &str) -> Result<(), StoreError> {
+                (**self).remove_bundle(id)
+            }
+            fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
+                (**self).pending_order(id)
+            }
+            fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError> {
+                (**self).save_pending_order(id, order)
+            }
+            fn remove_pending_order(&self, id: &str) -> Result<(), StoreError> {
+                (**self).remove_pending_order(id)
+            }
+            fn journal(&self, id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+                (**self).journal(id)
+            }
+            fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError> {
+                (**self).save_journal(id, entries)
+            }
+            fn persists(&self) -> bool {
+                (**self).persists()
+            }
+        }
+    )*};
+}
+delegate!(Box, Arc);
+
+/// A dry run's view of a store: reads go through, writes are dropped (and succeed).
+pub struct ReadOnly<S>(pub S);
+
+impl<S: StateStore> StateStore for ReadOnly<S> {
+    fn record(&self, id: &str) -> Result<Record, StoreError> {
+        self.0.record(id)
+    }
+
+    fn save_record(&self, _id: &str, _record: &Record) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
+        self.0.bundle(id)
+    }
+
+    fn save_bundle(&self, _id: &str, _bundle: &Bundle) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn remove_bundle(&self, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
+        self.0.pending_order(id)
+    }
+
+    fn save_pending_order(&self, _id: &str, _order: &PendingOrder) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn remove_pending_order(&self, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn journal(&self, id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        self.0.journal(id)
+    }
+
+    fn save_journal(&self, _id: &str, _entries: &[JournalEntry]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn persists(&self) -> bool {
+        false
+    }
+}
+
+pub mod memory;
