@@ -150,7 +150,7 @@ fn ca_error(directory: &str, action: &'static str, e: instant_acme::Error) -> Ac
         directory: directory.to_owned(),
         action,
         transient: transient(&e),
-        detail: crate::target::emqx::error_chain(&e),
+        detail: crate::deploy::emqx::client::error_chain(&e),
     }
 }
 
@@ -289,13 +289,13 @@ impl AcmeClient {
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| err(crate::target::emqx::error_chain(&e)))?;
+            .map_err(|e| err(crate::deploy::emqx::client::error_chain(&e)))?;
         let mut resp = resp;
         let mut bytes = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| err(crate::target::emqx::error_chain(&e)))?
+            .map_err(|e| err(crate::deploy::emqx::client::error_chain(&e)))?
         {
             if bytes.len() + chunk.len() > MAX_ACME_BODY {
                 return Err(err(format!("directory larger than {MAX_ACME_BODY} bytes")));

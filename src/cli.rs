@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 use certkeeper::config::{Config, DEFAULT_CONFIG_PATH};
 use certkeeper::daemon;
 use certkeeper::notify::Notifier;
-use certkeeper::renew::{self, Agent};
+use certkeeper::pipeline::{self as renew, Pipeline as Agent};
 use certkeeper::shutdown::{self, Shutdown};
 use certkeeper::store::{Step, Store, StoreError};
 

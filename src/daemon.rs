@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
 use crate::notify::Notifier;
-use crate::renew::{self, Agent, Report};
+use crate::pipeline::{self as renew, Pipeline as Agent, Report};
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use certkeeper::certs::{self, Bundle};
 use certkeeper::config::Config;
-use certkeeper::target::emqx::parse_state;
+use certkeeper::deploy::emqx::client::parse_state;
 use secrecy::SecretString;
 use time::{OffsetDateTime, UtcOffset};
 
@@ -354,7 +354,7 @@ async fn emqx_429_with_a_huge_retry_after_is_an_error() {
         let budget = std::sync::Arc::new(certkeeper::budget::Budget::load(&store).unwrap());
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client =
-            certkeeper::target::emqx::EmqxClient::new(reqwest::Client::new(), emqx, budget);
+            certkeeper::deploy::emqx::client::EmqxClient::new(reqwest::Client::new(), emqx, budget);
         let outcome =
             tokio::spawn(async move { client.inspect("ge6a1a75").await.map(|_| ()) }).await;
         match outcome {

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub mod journal;
 pub mod rfc2136;
 
 pub use rfc2136::{Rfc2136Settings, Rfc2136Solver, TsigAlgorithm};

@@ -1,0 +1,249 @@
+//! The pass: select the deployments, learn what local state does not know, schedule each request budget's
+//! deployments by deadline, run them one after another, and record each outcome.
+
+use futures_util::FutureExt as _;
+use time::OffsetDateTime;
+
+use super::{CONFIRM_READS, Done, Event, Pipeline, RenewError, Report, day, panic_message};
+use crate::config::Deployment;
+use crate::deploy::{Deployed, TargetError};
+use crate::plan::{self, Slot};
+use crate::shutdown::Shutdown;
+use crate::store::{Outcome, PlanRecord, Record, Step};
+
+/// A target answer obtained before scheduling, handed to the renewal so it is not asked twice.
+pub(super) type Prefetched = Option<Result<Deployed, TargetError>>;
+
+/// One selected deployment on its way through the pass.
+struct Planned<'c> {
+    d: &'c Deployment,
+    record: Record,
+    slot: Slot,
+    prefetched: Prefetched,
+}
+
+impl Pipeline {
+    /// Runs one pass over the deployments whose ids are in `only` (all when empty); `force` renews even
+    /// those not due. Deployments are handled earliest deadline first, so a scarce write budget goes to
+    /// the certificate that expires first. Returns one report per deployment handled; when `stop` fires,
+    /// deployments not yet started are left for the next pass and get no report.
+    pub async fn pass(&self, only: &[String], force: bool, stop: &Shutdown) -> Vec<Report> {
+        // A long-lived agent (the daemon) must see what other processes spent since its last pass.
+        if let Err(e) = self.budget.reload() {
+            tracing::warn!("cannot re-read the request budget, using the one in memory: {e}");
+        }
+        for target in self.targets.values() {
+            if let Some(budget) = target.budget() {
+                budget.begin_pass();
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut reports = Vec::new();
+        let mut loaded: Vec<(&Deployment, Record)> = Vec::new();
+        for d in self
+            .config
+            .deployments
+            .iter()
+            .filter(|d| only.is_empty() || only.contains(&d.id))
+        {
+            match self.state.record(&d.id) {
+                Ok(record) => loaded.push((d, record)),
+                Err(e) => reports.push(Report {
+                    id: d.id.clone(),
+                    result: Err(e.into()),
+                }),
+            }
+        }
+        // With fewer GETs than deployments, the prefetch goes to the most urgent by last known expiry (unknown
+        // first), and stops short of the GETs this pass's pushes need to be confirmed.
+        loaded.sort_by_key(|(_, r)| r.expire.unwrap_or(OffsetDateTime::UNIX_EPOCH));
+        let mut planned = Vec::new();
+        for (d, record) in loaded {
+            planned.push(self.prefetch(d, record, force, stop, now).await);
+        }
+        for i in self.schedule(&mut planned, now) {
+            let p = &mut planned[i];
+            if stop.is_stopping() {
+                tracing::info!("stopping: leaving the remaining deployments for the next pass");
+                break;
+            }
+            let result = self.run_one(p, force, stop).await;
+            self.record_outcome(p.d, &p.slot, &result);
+            reports.push(Report {
+                id: p.d.id.clone(),
+                result,
+            });
+        }
+        reports
+    }
+
+    /// Learns what local state does not know before scheduling, so that the write budget goes to the earliest
+    /// real deadlines even on a first pass. The answer is reused by the renewal.
+    async fn prefetch<'c>(
+        &self,
+        d: &'c Deployment,
+        mut record: Record,
+        force: bool,
+        stop: &Shutdown,
+        now: OffsetDateTime,
+    ) -> Planned<'c> {
+        let mut prefetched = None;
+        let resuming = matches!(record.step, Some(Step::Issued | Step::Pushed));
+        if !resuming
+            && !stop.is_stopping()
+            && (force || !self.inspection_fresh(d, &record, now))
+            && self.may_prefetch(d)
+        {
+            let answer = self.target(d).inspect().await;
+            if let Ok(deployed) = &answer {
+                record.expire = deployed.expire;
+            }
+            prefetched = Some(answer);
+        }
+        let slot = Slot {
+            plan: self.local_plan(d, &record, now),
+            deadline: record.expire.map(|e| e - plan::DEADLINE_MARGIN),
+            at_risk: false,
+        };
+        Planned {
+            d,
+            record,
+            slot,
+            prefetched,
+        }
+    }
+
+    /// Schedules each request budget's deployments against its write limit, then interleaves them all by
+    /// deadline. Returns the order to run them in.
+    fn schedule(&self, planned: &mut [Planned<'_>], now: OffsetDateTime) -> Vec<usize> {
+        let group = |p: &Planned<'_>| {
+            self.target(p.d)
+                .budget()
+                .map(|b| (b.group().to_owned(), b.write_limit(), b.window()))
+        };
+        let mut groups: Vec<_> = planned.iter().filter_map(group).collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        groups.dedup_by(|a, b| a.0 == b.0);
+        let mut queue: Vec<usize> = (0..planned.len())
+            .filter(|&i| group(&planned[i]).is_none())
+            .collect();
+        for (name, write_limit, window) in groups {
+            let members: Vec<usize> = (0..planned.len())
+                .filter(|&i| group(&planned[i]).is_some_and(|g| g.0 == name))
+                .collect();
+            let mut slots: Vec<Slot> = members.iter().map(|&i| planned[i].slot.clone()).collect();
+            let order = plan::schedule(&mut slots, write_limit, window, now);
+            for (k, slot) in slots.into_iter().enumerate() {
+                planned[members[k]].slot = slot;
+            }
+            queue.extend(order.into_iter().map(|k| members[k]));
+        }
+        queue.sort_by_key(|&i| {
+            planned[i]
+                .slot
+                .deadline
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        });
+        queue
+    }
+
+    /// One deployment, in its own span; a panic is that deployment's failure, not the pass's.
+    async fn run_one(
+        &self,
+        p: &mut Planned<'_>,
+        force: bool,
+        stop: &Shutdown,
+    ) -> Result<Done, RenewError> {
+        let (d, slot) = (p.d, &p.slot);
+        if slot.at_risk {
+            let group = self.target(d).budget().map_or("", |b| b.group());
+            tracing::warn!(
+                deployment = %d.id,
+                expires = %p.record.expire.map_or("?".into(), day),
+                "at risk: the vendor's write budget of [{group}] cannot renew every deployment of the key before \
+                 its certificate expires; spread them over more API keys or renew some by hand",
+            );
+        }
+        let span = tracing::info_span!("deployment", id = %d.id);
+        tracing::Instrument::instrument(
+            std::panic::AssertUnwindSafe(self.one(d, slot, p.prefetched.take(), force, stop))
+                .catch_unwind(),
+            span,
+        )
+        .await
+        // Everything before the panic is persisted; the state of this deployment is read afresh next pass.
+        .unwrap_or_else(|panic| Err(RenewError::Bug(panic_message(&*panic))))
+    }
+
+    /// Returns true if and only if the target of `d` has reads left beyond those kept for confirming this
+    /// pass's pushes: [`CONFIRM_READS`] for each write its budget can still afford, up to one per deployment
+    /// sharing it. A target without a budget always may.
+    fn may_prefetch(&self, d: &Deployment) -> bool {
+        let Some(budget) = self.target(d).budget() else {
+            return true;
+        };
+        let members = self
+            .config
+            .deployments
+            .iter()
+            .filter(|o| {
+                self.target(o)
+                    .budget()
+                    .is_some_and(|b| b.group() == budget.group())
+            })
+            .count();
+        let pushes = budget
+            .writes_left()
+            .min(u32::try_from(members).unwrap_or(u32::MAX));
+        budget.reads_left() > pushes.saturating_mul(CONFIRM_READS)
+    }
+
+    /// Best effort: the pass result is reported either way.
+    fn record_outcome(&self, d: &Deployment, slot: &Slot, result: &Result<Done, RenewError>) {
+        let now = OffsetDateTime::now_utc();
+        let message = match result {
+            Ok(done) => done.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let saved = self.state.record(&d.id).and_then(|mut r| {
+            r.last = Some(Outcome {
+                at: now,
+                ok: result.is_ok(),
+                message: message.clone(),
+            });
+            let plan = match result {
+                Ok(Done::NotDue { plan, .. }) => *plan,
+                Ok(Done::Renewed { .. }) => self.local_plan(d, &r, now),
+                _ => slot.plan,
+            };
+            let next_inspect = r
+                .last_inspect
+                .map_or(now, |t| t + self.target(d).inspect_interval())
+                .min(plan.renew_at.max(now));
+            r.plan = Some(PlanRecord {
+                renew_at: plan.renew_at,
+                rule: plan.rule.to_string(),
+                next_inspect,
+                // A renewal that happened anyway is no longer at risk.
+                at_risk: (slot.at_risk && !matches!(result, Ok(Done::Renewed { .. }))).then(|| {
+                    "the vendor's write budget cannot renew it before it expires".to_owned()
+                }),
+            });
+            self.state.save_record(&d.id, &r)?;
+            Ok(r.expire)
+        });
+        let expires = match saved {
+            Ok(expires) => expires,
+            Err(e) => {
+                tracing::warn!(deployment = %d.id, "cannot record the outcome: {e}");
+                None
+            }
+        };
+        self.events.emit(&Event::Outcome {
+            id: d.id.clone(),
+            ok: result.is_ok(),
+            message,
+            expires,
+        });
+    }
+}
