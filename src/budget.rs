@@ -16,6 +16,10 @@ use crate::store::{Store, StoreError};
 
 const FILE: &str = "budget.json";
 
+/// The longest a 429 blocks a key, whatever the vendor's `Retry-After` or the persisted file says: a pass a day
+/// later simply asks again, and a clock that ran ahead (then was corrected) cannot defer renewals for longer.
+pub const MAX_BLOCK: Duration = Duration::from_secs(24 * 3600);
+
 /// The two classes of request the vendor counts separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -105,9 +109,13 @@ impl Budget {
     /// # Errors
     /// I/O errors and a corrupt file.
     pub fn load(store: &Store) -> Result<Budget, StoreError> {
+        let usage = sanitized(
+            store.read_json(FILE)?.unwrap_or_default(),
+            OffsetDateTime::now_utc(),
+        );
         Ok(Budget {
             store: store.clone(),
-            usage: Mutex::new(store.read_json(FILE)?.unwrap_or_default()),
+            usage: Mutex::new(usage),
         })
     }
 
@@ -118,7 +126,8 @@ impl Budget {
     /// I/O errors and a corrupt file; the in-memory budget is then kept.
     pub fn reload(&self) -> Result<(), StoreError> {
         let fresh: BTreeMap<String, Usage> = self.store.read_json(FILE)?.unwrap_or_default();
-        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) =
+            sanitized(fresh, OffsetDateTime::now_utc());
         Ok(())
     }
 
@@ -175,6 +184,7 @@ impl Budget {
     /// # Errors
     /// When the block cannot be persisted.
     pub fn block(&self, key: &str, until: OffsetDateTime) -> Result<(), StoreError> {
+        let until = until.min(OffsetDateTime::now_utc() + MAX_BLOCK);
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         all.entry(key.to_owned()).or_default().blocked_until_ms = Some(ms(until));
         self.store.write_json(FILE, &*all)
@@ -227,6 +237,37 @@ pub enum ChargeError {
     /// The charge could not be persisted.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Requests cannot have been sent in the future, and no block lasts longer than [`MAX_BLOCK`]: entries a clock
+/// that ran ahead left behind are brought back to `now`, with one warning.
+fn sanitized(mut all: BTreeMap<String, Usage>, now: OffsetDateTime) -> BTreeMap<String, Usage> {
+    let now_ms = ms(now);
+    let max_block_ms = now_ms.saturating_add(MAX_BLOCK.as_millis() as i64);
+    let mut clamped = 0usize;
+    for usage in all.values_mut() {
+        for t in usage.reads_ms.iter_mut().chain(usage.writes_ms.iter_mut()) {
+            if *t > now_ms {
+                *t = now_ms;
+                clamped += 1;
+            }
+        }
+        if let Some(until) = usage.blocked_until_ms.as_mut()
+            && *until > max_block_ms
+        {
+            *until = max_block_ms;
+            clamped += 1;
+        }
+    }
+    if clamped > 0 {
+        tracing::warn!(
+            entries = clamped,
+            "the request budget file has times in the future (a clock that ran ahead?); read them as now, and \
+             blocks as at most {} hours",
+            MAX_BLOCK.as_secs() / 3600
+        );
+    }
+    all
 }
 
 fn ms(t: OffsetDateTime) -> i64 {
@@ -309,5 +350,29 @@ mod tests {
             b.charge("k", LIMITS, Kind::Read, t0 + time::Duration::seconds(31))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn future_times_are_read_as_now_and_blocks_capped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let year = ms(now + time::Duration::days(365));
+        let file = serde_json::json!({"k": {"reads_ms": [year], "writes_ms": [year], "blocked_until_ms": year}});
+        store.write_json(FILE, &file).unwrap();
+        let b = Budget::load(&store).unwrap();
+        let limits = Limits {
+            reads: 3,
+            writes: 1,
+            window: Duration::from_secs(3600),
+        };
+        let at = b.available_at("k", limits, Kind::Write, now);
+        assert!(at <= now + time::Duration::hours(25), "capped: {at}");
+        assert_eq!(
+            b.remaining("k", limits, Kind::Read, now + time::Duration::days(2)),
+            3
+        );
+        b.block("k", now + time::Duration::days(400)).unwrap();
+        assert!(b.available_at("k", limits, Kind::Read, now) <= now + time::Duration::hours(25));
     }
 }

@@ -54,6 +54,8 @@ const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 /// The largest config file, secret file or PEM file read (a runaway path such as /dev/zero must fail, not
 /// fill memory).
 pub const MAX_FILE: u64 = 1024 * 1024;
+/// The longest deployment id: it names state files (`deployments/{id}.order.json` must fit a 255-byte name).
+pub const MAX_ID_LEN: usize = 128;
 /// Environment variable systemd sets for `LoadCredential=`; `secret_file` paths may start with it.
 const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
@@ -402,6 +404,8 @@ struct Loader<'a> {
     path: &'a Path,
     source: &'a str,
     inline_secrets: bool,
+    /// Lines `check` prints and the service logs; the config is still used.
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Loader<'_> {
@@ -467,11 +471,24 @@ impl Loader<'_> {
             ));
         }
         if let Some(value) = inline {
+            if value.trim().is_empty() {
+                return Err(self.err_at(
+                    at,
+                    format!("[{section}] `{what}` is empty; set the secret, or use `{what}_file`"),
+                ));
+            }
             return Ok(value.trim().to_owned());
         }
         if let Some(file) = file {
             let path =
                 expand_credentials_dir(file.get_ref()).map_err(|m| self.err_at(file.span(), m))?;
+            if readable_by_others(&path) {
+                self.warnings.borrow_mut().push(format!(
+                    "[{section}] {what}_file {} is readable by group or others; run `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                ));
+            }
             let text = read_bounded_text(&path).map_err(|e| {
                 self.err_at(
                     file.span(),
@@ -643,10 +660,13 @@ impl Loader<'_> {
                 ),
             ));
         }
-        if !raw.server.get_ref().contains(':') {
+        if let Err(why) = check_host_port(raw.server.get_ref()) {
             return Err(self.err_at(
                 raw.server.span(),
-                format!("[dns.{name}] server must be host:port, e.g. \"192.0.2.1:53\""),
+                format!(
+                    "[dns.{name}] server `{}` {why}; write host:port, e.g. \"192.0.2.1:53\"",
+                    raw.server.get_ref()
+                ),
             ));
         }
         self.inline_secrets |= raw.tsig_secret.is_some();
@@ -661,9 +681,11 @@ impl Loader<'_> {
         use base64::Engine as _;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(secret.as_bytes())
-            .map_err(|_| {
+            .ok()
+            .filter(|bytes| !bytes.is_empty())
+            .ok_or_else(|| {
                 self.err(format!(
-                    "[dns.{name}] the TSIG secret is not valid base64 (use the secret as knot/bind print it)"
+                    "[dns.{name}] the TSIG secret is not valid base64 or is empty (use the secret as knot/bind print it)"
                 ))
             })?;
         let absolute = |s: &str| {
@@ -691,14 +713,38 @@ impl Loader<'_> {
         let span = raw.span();
         let raw = raw.into_inner();
         let url = raw.url.get_ref().trim_end_matches('/').to_owned();
-        match reqwest::Url::parse(&url) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
-            _ => {
-                return Err(self.err_at(
-                    raw.url.span(),
-                    format!("[emqx.{name}] url `{url}` is not an http(s) URL; copy the API address from the console"),
-                ));
-            }
+        let parsed = reqwest::Url::parse(&url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+        let Some(parsed) = parsed else {
+            return Err(self.err_at(
+                raw.url.span(),
+                format!("[emqx.{name}] url `{url}` is not an http(s) URL; copy the API address from the console"),
+            ));
+        };
+        // The path `/deployments/{id}/tls` is appended to the URL: a query, a fragment or credentials in it would
+        // end up somewhere else than intended (and credentials in logs).
+        if parsed.query().is_some()
+            || parsed.fragment().is_some()
+            || !parsed.username().is_empty()
+            || parsed.password().is_some()
+        {
+            return Err(self.err_at(
+                raw.url.span(),
+                format!("[emqx.{name}] url must be the API base address only, without `?query`, `#fragment` or user:password@ (the key and secret have their own settings)"),
+            ));
+        }
+        // Loopback traffic never leaves the host (the README sandbox and the tests use one).
+        let host = parsed.host_str().unwrap_or_default();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if parsed.scheme() == "http" && !loopback {
+            self.warnings.borrow_mut().push(format!(
+                "[emqx.{name}] url `{url}` is plain http: the API secret and every private key pushed travel unencrypted; use https"
+            ));
         }
         self.inline_secrets |= raw.secret.is_some();
         let secret = self.secret(
@@ -810,6 +856,12 @@ impl Loader<'_> {
         let span = raw.span();
         let raw = raw.into_inner();
         let id = raw.id.get_ref().clone();
+        if id.len() > MAX_ID_LEN {
+            return Err(self.err_at(
+                raw.id.span(),
+                format!("deployment id is {} characters long; at most {MAX_ID_LEN} are allowed (it names files in the state directory)", id.len()),
+            ));
+        }
         if id.is_empty()
             || !id
                 .chars()
@@ -891,8 +943,8 @@ impl Loader<'_> {
             },
             profile: raw.profile,
             endpoint: match &raw.endpoint {
-                Some(e) if !e.get_ref().contains(':') => {
-                    return Err(self.err_at(e.span(), format!("deployment {}: endpoint must be host:port, e.g. \"mqtt.example.com:8883\"", raw.id.get_ref())));
+                Some(e) if check_host_port(e.get_ref()).is_err() => {
+                    return Err(self.err_at(e.span(), format!("deployment {}: endpoint must be host:port with a port in 1–65535, e.g. \"mqtt.example.com:8883\"", raw.id.get_ref())));
                 }
                 other => other.as_ref().map(|e| e.get_ref().clone()),
             },
@@ -925,6 +977,7 @@ impl Config {
             path,
             source,
             inline_secrets: false,
+            warnings: std::cell::RefCell::new(Vec::new()),
         };
         let raw: raw::File = toml::from_str(source).map_err(|e| match e.span() {
             Some(span) => loader.err_at(span, e.message().to_owned()),
@@ -956,7 +1009,7 @@ impl Config {
         if deployments.is_empty() {
             return Err(loader.err("no [[deployment]] is configured; add one with id and domains"));
         }
-        let mut warnings = Vec::new();
+        let mut warnings = loader.warnings.take();
         if loader.inline_secrets && readable_by_others(path) {
             warnings.push(format!(
                 "{} holds inline secrets and is readable by group or others; run `chmod 600 {}` or move them to *_file",
@@ -1041,6 +1094,23 @@ fn readable_by_others(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Checks `host:port` (IPv6 in brackets) with a port in 1–65535.
+fn check_host_port(text: &str) -> Result<(), &'static str> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("has no port");
+    };
+    if host.is_empty() || host == "[]" {
+        return Err("has no host");
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err("has an IPv6 address without brackets");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err("has a port outside 1–65535"),
+    }
+}
+
 /// Parses `+08:00`, `-05:30`, `+0800`, `UTC` or `Z`.
 pub fn parse_offset(text: &str) -> Option<time::UtcOffset> {
     let text = text.trim();
@@ -1058,12 +1128,28 @@ pub fn parse_offset(text: &str) -> Option<time::UtcOffset> {
     }
     let hours: i8 = digits[..2].parse().ok()?;
     let minutes: i8 = digits[2..].parse().ok()?;
+    // Real zones lie within ±14:00; ±23:59 is the most an offset may say. The time crate would take ±25:59,
+    // which later date arithmetic cannot.
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
     time::UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()
 }
 
 /// Checks a DNS name for a certificate: LDH labels, optional leading `*.` wildcard.
 fn check_domain(name: &str) -> Result<(), &'static str> {
     let rest = name.strip_prefix("*.").unwrap_or(name);
+    let bare = rest.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Err("is an IP address; DNS-01 certificates are for DNS names");
+    }
+    if rest
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err("ends in an all-numeric label, which no DNS name has");
+    }
     if rest.is_empty() || rest.len() > 253 {
         return Err("is not a domain name");
     }
@@ -1269,5 +1355,111 @@ secret = "s3cret"
         );
         assert_eq!(parse_offset("UTC"), Some(time::UtcOffset::UTC));
         assert_eq!(parse_offset("8"), None);
+    }
+
+    #[test]
+    fn offsets_beyond_23_59_are_refused() {
+        assert_eq!(
+            parse_offset("+23:59"),
+            time::UtcOffset::from_hms(23, 59, 0).ok()
+        );
+        for bad in ["+24:00", "-25:59", "+12:60"] {
+            assert_eq!(parse_offset(bad), None, "{bad}");
+        }
+        let err = parse(
+            &base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n").replace(
+                "secret = \"s3cret\"",
+                "secret = \"s3cret\"\nexpire_timezone = \"+25:00\"",
+            ),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("expire_timezone"), "{err}");
+    }
+
+    /// Each config passed `check` and failed at run time; each must now fail `check`, naming the key.
+    #[test]
+    fn configs_that_would_fail_at_run_time_fail_check() {
+        let d = "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n";
+        let long_id = "x".repeat(300);
+        let cases: Vec<(String, &str)> = vec![
+            (
+                base(d).replace("tsig_secret = \"c2VjcmV0\"", "tsig_secret = \"\""),
+                "`tsig_secret` is empty",
+            ),
+            (
+                base(d).replace("tsig_secret = \"c2VjcmV0\"", "tsig_secret = \"  \""),
+                "`tsig_secret` is empty",
+            ),
+            (
+                base(d).replace("127.0.0.1:53", "127.0.0.1:99999"),
+                "port outside",
+            ),
+            (
+                base(d).replace("127.0.0.1:53", "127.0.0.1:0"),
+                "port outside",
+            ),
+            (base(d).replace("127.0.0.1:53", "::1:53"), "IPv6"),
+            (base(d).replace("a.example.com", "192.0.2.7"), "IP address"),
+            (
+                base(d).replace("a.example.com", "2001:db8::1"),
+                "IP address",
+            ),
+            (
+                base(d).replace("\"a.example.com\"", "\"[2001:db8::1]\""),
+                "IP address",
+            ),
+            (
+                base(d).replace("a.example.com", "a.example.123"),
+                "all-numeric",
+            ),
+            (
+                base(d).replace("id = \"a\"", &format!("id = \"{long_id}\"")),
+                "at most 128",
+            ),
+            (base(d).replace("api/v1/", "api/v1?x=1"), "without `?query`"),
+            (base(d).replace("api/v1/", "api/v1#top"), "without `?query`"),
+            (
+                base(d).replace("https://api.example", "https://u:p@api.example"),
+                "user:password@",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn plain_http_and_readable_secret_files_are_warned_about() {
+        let d = "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n";
+        let c = parse(&base(d).replace("https://api.example", "http://api.example")).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("plain http")),
+            "{:?}",
+            c.warnings
+        );
+        let c = parse(&base(d).replace("https://api.example", "http://127.0.0.1:8080")).unwrap();
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("plain http")),
+            "loopback: {:?}",
+            c.warnings
+        );
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "from-file").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = base(d).replace(
+            "secret = \"s3cret\"",
+            &format!("secret_file = \"{}\"", f.path().display()),
+        );
+        let c = parse(&text).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("secret_file") && w.contains("chmod 600")),
+            "{:?}",
+            c.warnings
+        );
     }
 }

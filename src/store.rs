@@ -55,6 +55,37 @@ pub enum StoreError {
         /// The directory.
         path: PathBuf,
     },
+    /// The state directory belongs to another user: its files would not be ours to trust.
+    #[error(
+        "state directory {} is owned by uid {owner}, not by the user running certkeeper (uid {me}); run certkeeper as \
+         its owner, or `chown -R {me} {}`",
+        path.display(),
+        path.display()
+    )]
+    NotOwned {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this process.
+        me: u32,
+    },
+    /// A state file is not a regular file (a symlink, a FIFO, a device) or is far larger than any state file.
+    #[error("state file {} {what}; state files are small regular files — move it aside", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A value could not be encoded (a date outside what the file format can hold); nothing was written.
+    #[error("cannot encode state file {} ({detail}); nothing was written — please report this", path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// Encoder detail.
+        detail: String,
+    },
     /// Another certkeeper holds the lock.
     #[error("another certkeeper (pid {pid}) is working on {}; wait for it or stop it", path.display())]
     Locked {
@@ -63,6 +94,73 @@ pub enum StoreError {
         /// The holder's PID as it wrote it, or "unknown".
         pid: String,
     },
+}
+
+/// The largest state file read: records and bundles are a few KiB; anything larger is not ours.
+pub const MAX_STATE_FILE: u64 = 1024 * 1024;
+/// The name prefix of atomic writes' temp files, removed at start when a killed process left them.
+const TEMP_PREFIX: &str = ".tmp";
+
+/// Refuses a directory others could write to, or one another user owns.
+fn check_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::symlink_metadata(dir).map_err(io_err("cannot read state directory", dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(StoreError::NotOwned {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(StoreError::Insecure {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a state file: a regular file, not through a symlink, without blocking (a FIFO), at most
+/// [`MAX_STATE_FILE`] bytes. `None` when it does not exist.
+fn read_state_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let unreadable = |what: String| StoreError::Unreadable {
+        path: path.to_path_buf(),
+        what,
+    };
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(unreadable("is a symbolic link".into()));
+        }
+        Err(e) => return Err(io_err("cannot read", path)(e)),
+    };
+    let meta = file.metadata().map_err(io_err("cannot read", path))?;
+    if !meta.is_file() {
+        return Err(unreadable("is not a regular file".into()));
+    }
+    if meta.len() > MAX_STATE_FILE {
+        return Err(unreadable(format!(
+            "is {} bytes, more than the {MAX_STATE_FILE} a state file may have",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("cannot read", path))?;
+    if bytes.len() as u64 > MAX_STATE_FILE {
+        return Err(unreadable(
+            "grew past the size limit while being read".into(),
+        ));
+    }
+    Ok(Some(bytes))
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -227,18 +325,14 @@ impl Store {
             .mode(0o700)
             .create(dir)
             .map_err(io_err("cannot create state directory", dir))?;
-        let meta = fs::metadata(dir).map_err(io_err("cannot read state directory", dir))?;
-        if meta.permissions().mode() & 0o022 != 0 {
-            return Err(StoreError::Insecure {
-                path: dir.to_path_buf(),
-            });
-        }
+        check_private_dir(dir)?;
         let deployments = dir.join("deployments");
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&deployments)
             .map_err(io_err("cannot create", &deployments))?;
+        check_private_dir(&deployments)?;
         Ok(Store {
             dir: dir.to_path_buf(),
         })
@@ -255,14 +349,22 @@ impl Store {
     /// [`StoreError::Locked`] naming the holder's PID when another process holds it.
     pub fn try_lock(&self) -> Result<StoreLock, StoreError> {
         let path = self.dir.join("lock");
+        // No symlink is followed: a `lock` pointing elsewhere would have its target truncated below.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
-            .map_err(io_err("cannot open lock file", &path))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => StoreError::Unreadable {
+                    path: path.clone(),
+                    what: "is a symbolic link".into(),
+                },
+                _ => io_err("cannot open lock file", &path)(e),
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -282,6 +384,8 @@ impl Store {
         }
         file.set_len(0).map_err(io_err("cannot write", &path))?;
         write!(file, "{}", std::process::id()).map_err(io_err("cannot write", &path))?;
+        // Only the lock holder can know no atomic write is in flight.
+        self.remove_stale_temp_files();
         Ok(StoreLock { _file: file })
     }
 
@@ -330,18 +434,15 @@ impl Store {
         name: &str,
     ) -> Result<Option<T>, StoreError> {
         let path = self.dir.join(name);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        path,
-                        detail: e.to_string(),
-                    })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("cannot read", &path)(e)),
-        }
+        let Some(bytes) = read_state_file(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                detail: e.to_string(),
+            })
     }
 
     /// Writes a JSON state file atomically (0600).
@@ -349,8 +450,11 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
-        // Serializing plain data structs cannot fail.
-        let bytes = serde_json::to_vec_pretty(value).expect("state types serialize");
+        // Dates outside what RFC 3339 can write (years beyond 0000–9999) fail here: an error, never a panic.
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Encode {
+            path: self.dir.join(name),
+            detail: e.to_string(),
+        })?;
         self.write_atomic(name, &bytes)
     }
 
@@ -359,7 +463,9 @@ impl Store {
         let path = self.dir.join(name);
         let parent = path.parent().unwrap_or(&self.dir).to_path_buf();
         // tempfile creates files 0600.
-        let mut tmp = tempfile::NamedTempFile::new_in(&parent)
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&parent)
             .map_err(io_err("cannot create a file in", &parent))?;
         tmp.write_all(bytes)
             .map_err(io_err("cannot write", &path))?;
@@ -372,6 +478,33 @@ impl Store {
             .and_then(|d| d.sync_all())
             .map_err(io_err("cannot sync", &parent))?;
         Ok(())
+    }
+
+    /// Removes the temp files of atomic writes a killed process left (`.tmp*` in the state directory and in
+    /// `deployments/`). Best effort: a file that cannot be removed is only logged.
+    fn remove_stale_temp_files(&self) {
+        for dir in [self.dir.clone(), self.dir.join("deployments")] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let stale = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(TEMP_PREFIX))
+                    && entry.file_type().is_ok_and(|t| t.is_file());
+                if stale {
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => {
+                            tracing::info!(file = %entry.path().display(), "removed the temp file of an interrupted write")
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %entry.path().display(), "cannot remove a stale temp file: {e}")
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Removes a state file (relative to the state dir); a missing one is fine.
@@ -427,15 +560,14 @@ impl Store {
     /// I/O errors and [`StoreError::Corrupt`] when the file lacks a key or a certificate.
     pub fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
         let path = self.dir.join(format!("deployments/{id}.pem"));
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("cannot read", &path)(e)),
+        let Some(bytes) = read_state_file(&path)? else {
+            return Ok(None);
         };
         let corrupt = |detail: &str| StoreError::Corrupt {
             path: path.clone(),
             detail: detail.into(),
         };
+        let text = String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8 text"))?;
         const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
         const END: &str = "-----END PRIVATE KEY-----\n";
         let start = text.find(BEGIN).ok_or_else(|| corrupt("no private key"))?;
@@ -576,5 +708,49 @@ mod tests {
             Err(StoreError::Locked { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
             other => panic!("expected Locked, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_date_rfc_3339_cannot_hold_is_an_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let rec = Record {
+            expire: Some(time::macros::datetime!(-0001-06-01 00:00 UTC)),
+            ..Record::default()
+        };
+        let err = store.save_record("x", &rec).unwrap_err();
+        assert!(matches!(err, StoreError::Encode { .. }), "{err}");
+        assert!(!tmp.path().join("deployments/x.json").exists());
+    }
+
+    #[test]
+    fn state_reads_refuse_fifos_symlinks_and_huge_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let dir = tmp.path().join("deployments");
+        std::os::unix::fs::symlink("/dev/zero", dir.join("a.json")).unwrap();
+        let err = store.record("a").unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        let path = std::ffi::CString::new(dir.join("b.json").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let err = store.record("b").unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        fs::write(dir.join("c.json"), vec![b' '; MAX_STATE_FILE as usize + 1]).unwrap();
+        let err = store.record("c").unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn the_lock_removes_stale_temp_files_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        fs::write(tmp.path().join(".tmpAAAAAA"), b"x").unwrap();
+        fs::write(tmp.path().join("deployments/.tmpBBBBBB"), b"x").unwrap();
+        fs::write(tmp.path().join("deployments/keep.json"), b"{}").unwrap();
+        let _lock = store.try_lock().unwrap();
+        assert!(!tmp.path().join(".tmpAAAAAA").exists());
+        assert!(!tmp.path().join("deployments/.tmpBBBBBB").exists());
+        assert!(tmp.path().join("deployments/keep.json").exists());
     }
 }

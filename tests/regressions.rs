@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 
 use common::ari::AriProxy;
 use common::probe::{bundle_path, bundle_serial, deployed_serial, due, failure, step, writes};
@@ -508,4 +508,169 @@ fn an_expire_in_year_0000_fails_that_deployment_and_the_others_are_renewed() {
     assert!(run.failures_of(good).is_empty(), "{run}");
     assert_deployed(&case, good, &[good_dom]);
     case.assert_invariants();
+}
+
+// ---- 6, 7: a state directory that lies, or was tampered with ---------------------------------------------------
+
+/// Creates the case's state directory and `deployments/` as certkeeper would (0700), for files put there first.
+fn private_state(case: &Case) -> std::path::PathBuf {
+    let deployments = case.state_dir().join("deployments");
+    fs::create_dir_all(&deployments).unwrap();
+    for dir in [case.state_dir(), deployments.clone()] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    deployments
+}
+
+#[test]
+fn budget_times_in_the_future_are_read_as_now_and_the_renewal_happens() {
+    let case = Case::new("futurebudget");
+    let id = "t-futurebudget";
+    let domains = ["t-futurebudget.example.test"];
+    // Expires in 3 days; a clock that ran a year ahead left six writes and a block "in" that year.
+    case.deployment(id, "one-way", Some(from_now(Duration::days(3))));
+    let config = case.config().deployment(id, &domains).write();
+    private_state(&case);
+    let year = (time::OffsetDateTime::now_utc() + Duration::days(365)).unix_timestamp() * 1000;
+    let budget = json!({common::KEY: {"reads_ms": [year], "writes_ms": vec![year; 6], "blocked_until_ms": year}});
+    common::bed::write_private(
+        &case.state_dir().join("budget.json"),
+        budget.to_string().as_bytes(),
+    )
+    .unwrap();
+
+    let run = case.run(&config, &["renew"]);
+
+    // Writes "sent" in a year count as sent now, and the block lasts a day at most: deferred until tomorrow at
+    // the latest, inside the deadline (2 days away), never for a year.
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(run.stderr.contains("times in the future"), "{run}");
+    let now = time::OffsetDateTime::now_utc();
+    let soon = [now, now + Duration::days(1)].map(|t| format!("deferred until {}", t.date()));
+    assert!(
+        soon.iter().any(|s| run.stdout.contains(s.as_str())),
+        "{soon:?}: {run}"
+    );
+    case.assert_invariants();
+}
+
+#[test]
+fn a_lock_that_is_a_symlink_is_refused_and_its_target_untouched() {
+    let case = Case::new("locklink");
+    let id = "t-locklink";
+    case.deployment(id, "one-way", due());
+    let config = case
+        .config()
+        .deployment(id, &["t-locklink.example.test"])
+        .write();
+    private_state(&case);
+    let victim = case.dir.path().join("victim.txt");
+    fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, case.state_dir().join("lock")).unwrap();
+
+    let run = case.run(&config, &["renew"]);
+
+    assert_ne!(run.code(), Some(0), "{run}");
+    assert!(run.stderr.contains("is a symbolic link"), "{run}");
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(case.requests("PUT"), 0);
+}
+
+#[test]
+fn a_state_dir_with_a_writable_deployments_dir_or_another_owner_is_refused() {
+    let case = Case::new("stateperm");
+    let id = "t-stateperm";
+    case.deployment(id, "one-way", due());
+    let config = case
+        .config()
+        .deployment(id, &["t-stateperm.example.test"])
+        .write();
+    let deployments = private_state(&case);
+
+    fs::set_permissions(&deployments, fs::Permissions::from_mode(0o777)).unwrap();
+    let run = case.run(&config, &["renew"]);
+    assert_ne!(run.code(), Some(0), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("chmod 700 {}", deployments.display())),
+        "{run}"
+    );
+
+    fs::set_permissions(&deployments, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(case.state_dir(), Some(4242), None).unwrap();
+    let run = case.run(&config, &["renew"]);
+    assert_ne!(run.code(), Some(0), "{run}");
+    assert!(run.stderr.contains("owned by uid 4242"), "{run}");
+    assert_eq!(case.requests("GET"), 0, "refused before any request");
+}
+
+#[test]
+fn a_fifo_or_a_symlink_to_dev_zero_in_the_state_fails_fast_and_stays() {
+    let case = Case::new("fifo");
+    let (fifo_id, zero_id) = ("t-fifo-a", "t-fifo-b");
+    case.deployment(fifo_id, "one-way", due());
+    case.deployment(zero_id, "one-way", due());
+    let config = case
+        .config()
+        .deployment(fifo_id, &["t-fifo-a.example.test"])
+        .deployment(zero_id, &["t-fifo-b.example.test"])
+        .write();
+    let deployments = private_state(&case);
+    let fifo = deployments.join(format!("{fifo_id}.json"));
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let zero = deployments.join(format!("{zero_id}.pem"));
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+
+    // The bed's run has a timeout: a hang fails the test instead of blocking it.
+    let run = case.run(&config, &["renew"]);
+
+    assert_eq!(run.code(), Some(1), "{run}");
+    assert!(
+        failure(&run, fifo_id).contains(&fifo.display().to_string())
+            && failure(&run, fifo_id).contains("not a regular file"),
+        "{run}"
+    );
+    assert!(
+        failure(&run, zero_id).contains(&zero.display().to_string())
+            && failure(&run, zero_id).contains("symbolic link"),
+        "{run}"
+    );
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        fs::symlink_metadata(&zero)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn temp_files_a_killed_write_left_are_removed_and_nothing_else() {
+    let case = Case::new("staletmp");
+    let id = "t-staletmp";
+    case.deployment(id, "one-way", Some(from_now(Duration::days(80))));
+    let config = case
+        .config()
+        .deployment(id, &["t-staletmp.example.test"])
+        .write();
+    let deployments = private_state(&case);
+    let stale = [
+        case.state_dir().join(".tmpAb12Cd"),
+        deployments.join(".tmpXy34Zw"),
+    ];
+    for path in &stale {
+        common::bed::write_private(path, b"{\"half\":").unwrap();
+    }
+    let keep = deployments.join("notes.txt");
+    common::bed::write_private(&keep, b"mine").unwrap();
+
+    let run = case.run(&config, &["renew"]);
+
+    assert_eq!(run.code(), Some(0), "{run}");
+    for path in &stale {
+        assert!(!path.exists(), "{} left", path.display());
+    }
+    assert_eq!(fs::read(&keep).unwrap(), b"mine");
 }

@@ -30,7 +30,7 @@ pub const RETRY_BASE: Duration = Duration::from_millis(500);
 /// A `Retry-After` longer than this is not waited out inside a pass: the request is deferred instead.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// The longest `Retry-After` taken at its word.
-pub const MAX_BLOCK: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_BLOCK: Duration = crate::budget::MAX_BLOCK;
 /// How long a 429 without a usable `Retry-After` blocks the key. It is waited out at most once per pass
 /// and client: the vendor did not say when it will accept requests again, so asking again and again would
 /// only spend the hourly budget.
