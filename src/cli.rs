@@ -64,6 +64,9 @@ enum Command {
         /// Where to write the key (in key_format) and the chain, PEM, mode 0600; must not exist
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// If another certkeeper holds the state lock, wait up to this long (e.g. "10m") instead of exiting 3
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        wait_lock: Option<std::time::Duration>,
     },
     /// Run as a service: a renewal pass on every tick of [schedule] cron, until SIGTERM (SIGHUP reloads)
     Run,
@@ -109,7 +112,11 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Run => run(path, config),
-        Command::Issue { deployment, out } => issue(config, &deployment, &out),
+        Command::Issue {
+            deployment,
+            out,
+            wait_lock,
+        } => issue(config, &deployment, &out, wait_lock),
     })
 }
 
@@ -251,7 +258,12 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn issue(config: Config, id: &str, out: &std::path::Path) -> u8 {
+fn issue(
+    config: Config,
+    id: &str,
+    out: &std::path::Path,
+    wait_lock: Option<std::time::Duration>,
+) -> u8 {
     use secrecy::ExposeSecret as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -270,6 +282,14 @@ fn issue(config: Config, id: &str, out: &std::path::Path) -> u8 {
             return EXIT_FAILED;
         }
     };
+    let Some(runtime) = runtime() else {
+        return EXIT_FAILED;
+    };
+    // The account key and pending orders are shared with `renew` and the daemon: one writer at a time.
+    let _lock = match take_lock(&runtime, &store, wait_lock) {
+        Ok(lock) => lock,
+        Err(code) => return code,
+    };
     // Create the file first: a name that is taken is an error before any certificate is spent.
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
@@ -282,9 +302,6 @@ fn issue(config: Config, id: &str, out: &std::path::Path) -> u8 {
             eprintln!("error: cannot create {}: {e}", out.display());
             return EXIT_USAGE;
         }
-    };
-    let Some(runtime) = runtime() else {
-        return EXIT_FAILED;
     };
     let agent = match Agent::new(config, store) {
         Ok(a) => a,
@@ -369,6 +386,53 @@ fn stop_on_signals() -> std::io::Result<Shutdown> {
     Ok(stop)
 }
 
+fn signals(runtime: &tokio::runtime::Runtime) -> Result<Shutdown, u8> {
+    runtime.block_on(async { stop_on_signals() }).map_err(|e| {
+        eprintln!("error: cannot install signal handlers: {e}");
+        EXIT_FAILED
+    })
+}
+
+/// The state lock for a one-shot command, with the exit code to return when it cannot be had:
+/// 3 when another certkeeper holds it, 0 when a signal ended the wait, 1 otherwise.
+fn lock_or_exit(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    wait_lock: Option<std::time::Duration>,
+    stop: &Shutdown,
+) -> Result<certkeeper::store::StoreLock, u8> {
+    let lock = match wait_lock {
+        None => store.try_lock().map(Some),
+        Some(limit) => runtime.block_on(store.lock_waiting(Some(limit), stop)),
+    };
+    match lock {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(EXIT_OK),
+        Err(e @ StoreError::Locked { .. }) => {
+            eprintln!("error: {e}");
+            Err(EXIT_LOCKED)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_FAILED)
+        }
+    }
+}
+
+/// `lock_or_exit` for commands that keep the default signal behaviour: a waiting lock listens
+/// for SIGTERM/SIGINT only while it waits, so a signal during the work still ends the process.
+fn take_lock(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    wait_lock: Option<std::time::Duration>,
+) -> Result<certkeeper::store::StoreLock, u8> {
+    let stop = match wait_lock {
+        None => Shutdown::never(),
+        Some(_) => signals(runtime)?,
+    };
+    lock_or_exit(runtime, store, wait_lock, &stop)
+}
+
 /// What `renew` was asked to do.
 struct RenewArgs {
     now: bool,
@@ -409,28 +473,13 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
     let Some(runtime) = runtime() else {
         return EXIT_FAILED;
     };
-    let stop = match runtime.block_on(async { stop_on_signals() }) {
+    let stop = match signals(&runtime) {
         Ok(stop) => stop,
-        Err(e) => {
-            eprintln!("error: cannot install signal handlers: {e}");
-            return EXIT_FAILED;
-        }
+        Err(code) => return code,
     };
-    let lock = match wait_lock {
-        None => store.try_lock().map(Some),
-        Some(limit) => runtime.block_on(store.lock_waiting(Some(limit), &stop)),
-    };
-    let _lock = match lock {
-        Ok(Some(lock)) => lock,
-        Ok(None) => return EXIT_OK,
-        Err(e @ StoreError::Locked { .. }) => {
-            eprintln!("error: {e}");
-            return EXIT_LOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+    let _lock = match lock_or_exit(&runtime, &store, wait_lock, &stop) {
+        Ok(lock) => lock,
+        Err(code) => return code,
     };
     let agent = match Agent::new(config, store) {
         Ok(a) => a.with_dry_run(dry_run),

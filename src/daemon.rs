@@ -169,13 +169,18 @@ pub async fn run(
         deferred_until = None;
         if let Some(reports) = &reports {
             for r in reports {
-                match &r.result {
-                    Err(e) => tracing::error!(deployment = %r.id, "{e}"),
-                    Ok(renew::Done::Deferred { until, .. }) => {
-                        deferred_until =
-                            Some(deferred_until.map_or(*until, |t: OffsetDateTime| t.min(*until)));
-                    }
-                    Ok(_) => {}
+                if let Err(e) = &r.result {
+                    tracing::error!(deployment = %r.id, "{e}");
+                }
+                // A deferral is a wake-up time, whether it is still in time or already past the deadline.
+                let until = match &r.result {
+                    Ok(renew::Done::Deferred { until, .. })
+                    | Err(renew::RenewError::DeferredPastDeadline { until, .. }) => Some(*until),
+                    _ => None,
+                };
+                if let Some(until) = until {
+                    deferred_until =
+                        Some(deferred_until.map_or(until, |t: OffsetDateTime| t.min(until)));
                 }
             }
             last = summarize(reports);
@@ -232,6 +237,21 @@ async fn finish(
     }
 }
 
+/// The daemon holds the lock of the state directory it started with; another directory on reload
+/// would mean unlocked writes there and a fresh start from blank state (new orders, new account).
+fn same_state_dir(old: &std::path::Path, new: &std::path::Path) -> Result<(), String> {
+    let canonical =
+        |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if old == new || canonical(old) == canonical(new) {
+        return Ok(());
+    }
+    Err(format!(
+        "state_dir cannot change on reload ({} -> {}); restart the service to use the new one",
+        old.display(),
+        new.display()
+    ))
+}
+
 async fn reload(path: &std::path::Path, old: Agent, notifier: &Notifier) -> Agent {
     notifier.reloading();
     let loaded = match Config::load(path) {
@@ -240,8 +260,10 @@ async fn reload(path: &std::path::Path, old: Agent, notifier: &Notifier) -> Agen
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
-            match build(config) {
-                Err(e) => Err(e.to_string()),
+            match same_state_dir(&old.config().state_dir, &config.state_dir)
+                .and_then(|()| build(config).map_err(|e| e.to_string()))
+            {
+                Err(e) => Err(e),
                 // The same check as at start: a profile the CA does not offer is a config error.
                 Ok(agent) => agent
                     .check_profiles()

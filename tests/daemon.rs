@@ -357,6 +357,33 @@ fn sighup_with_an_acme_profile_the_ca_does_not_offer_keeps_the_old_config() {
 }
 
 #[test]
+fn sighup_that_moves_state_dir_is_refused_and_the_old_state_kept() {
+    let case = Case::new("d-hup-state");
+    let id = "t-d-hup-state";
+    case.deployment(id, "one-way", not_due());
+    let builder = every_two_seconds(&case).deployment(id, &["t-d-hup-state.example.test"]);
+    let config = builder.write();
+    let mut daemon = start(&case, &config, &[]);
+    daemon.wait_for("not due", 1, START);
+
+    let elsewhere = case.dir.path().join("other-state");
+    builder
+        .clone()
+        .top("state_dir", elsewhere.to_str().unwrap())
+        .write();
+    daemon.signal(libc::SIGHUP);
+    let log = daemon.wait_for("reload failed", 1, secs(5));
+    assert!(log.contains("state_dir cannot change on reload"), "{log}");
+    assert!(log.contains("restart the service"), "{log}");
+    assert_eq!(daemon.count("configuration reloaded"), 0, "{log}");
+    // The daemon goes on with the directory it holds the lock of.
+    daemon.wait_for("not due", 2, secs(10));
+    assert!(!elsewhere.exists(), "nothing written to the new state_dir");
+    stop(&mut daemon, libc::SIGTERM);
+    case.assert_invariants();
+}
+
+#[test]
 fn renew_while_the_daemon_holds_the_lock_exits_3_or_waits_with_wait_lock() {
     let case = Case::new("d-lock");
     let id = "t-d-lock";

@@ -12,7 +12,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread;
@@ -21,8 +21,7 @@ use std::time::{Duration as StdDuration, Instant};
 use base64::Engine as _;
 use common::bed::{self as testbed, Run};
 use common::probe::{
-    bundle_path, bundle_serial, deployed_serial, due, failure, record, record_serial, serial_of,
-    step, writes,
+    bundle_serial, deployed_serial, due, failure, record, serial_of, step, writes,
 };
 use common::{
     Case, KEY, SECRET, assert_deployed, assert_no_txt, bed, run_with_env, write_client_ca,
@@ -113,7 +112,8 @@ impl RawServer {
 #[cfg(feature = "failpoints")]
 mod crash {
     use super::*;
-    use std::process::Child;
+    use common::probe::{bundle_path, record_serial};
+    use std::process::{Child, Stdio};
 
     /// Spawns `certkeeper --config CONFIG renew` stopping (sleeping) at failpoint `point`; output to files.
     fn spawn_stopping_at(case: &Case, config: &Path, point: &str) -> Child {

@@ -674,3 +674,133 @@ fn temp_files_a_killed_write_left_are_removed_and_nothing_else() {
     }
     assert_eq!(fs::read(&keep).unwrap(), b"mine");
 }
+
+#[test]
+fn issue_takes_the_state_lock_like_renew() {
+    let case = Case::new("issuelock");
+    let id = "t-issuelock";
+    case.deployment(id, "one-way", due());
+    let config = case
+        .config()
+        .deployment(id, &["t-issuelock.example.test"])
+        .write();
+    private_state(&case);
+    let held = certkeeper::store::Store::open(&case.state_dir())
+        .unwrap()
+        .try_lock()
+        .unwrap();
+    let out = case.dir.path().join("issued.pem");
+    let out_arg = out.to_str().unwrap();
+
+    let locked = case.run(&config, &["issue", "--deployment", id, "--out", out_arg]);
+    assert_eq!(locked.code(), Some(3), "{locked}");
+    assert!(locked.stderr.contains("lock"), "{locked}");
+    assert!(
+        !out.exists(),
+        "nothing written while another certkeeper works"
+    );
+
+    drop(held);
+    let issued = case.run(&config, &["issue", "--deployment", id, "--out", out_arg]);
+    assert_eq!(issued.code(), Some(0), "{issued}");
+    assert!(
+        fs::read_to_string(&out)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert_eq!(case.requests("PUT") + case.requests("POST"), 0);
+}
+
+/// Rewrites one line of a config.
+type LineEdit = dyn Fn(&str) -> String;
+
+/// Each edit turns a valid config into one that used to pass `check` and fail only at run time.
+#[test]
+fn configs_that_would_fail_at_run_time_fail_check_with_exit_2() {
+    let case = Case::new("badcheck");
+    let id = "t-badcheck";
+    let config = case
+        .config()
+        .deployment(id, &["t-badcheck.example.test"])
+        .write();
+    let good = fs::read_to_string(&config).unwrap();
+    let ok = case.run(&config, &["check"]);
+    assert_eq!(ok.code(), Some(0), "{ok}");
+
+    let long_id = "x".repeat(300);
+    let edits: Vec<(&str, Box<LineEdit>, &str)> = vec![
+        (
+            "empty inline tsig_secret",
+            Box::new(|line| {
+                if line.starts_with("tsig_secret_file") {
+                    "tsig_secret = \"\"".to_owned()
+                } else {
+                    line.to_owned()
+                }
+            }),
+            "tsig_secret",
+        ),
+        (
+            "DNS port 99999",
+            Box::new(|line| {
+                if line.starts_with("server =") {
+                    "server = \"127.0.0.1:99999\"".to_owned()
+                } else {
+                    line.to_owned()
+                }
+            }),
+            "99999",
+        ),
+        (
+            "an IP address as a domain",
+            Box::new(|line| line.replace("t-badcheck.example.test", "192.0.2.7")),
+            "192.0.2.7",
+        ),
+        (
+            "a 300-character id",
+            Box::new(move |line| line.replace("\"t-badcheck\"", &format!("\"{long_id}\""))),
+            "id",
+        ),
+        (
+            "a url with a query string",
+            Box::new(|line| {
+                if line.starts_with("url =") {
+                    format!("{}?region=x\"", line.trim_end_matches('"'))
+                } else {
+                    line.to_owned()
+                }
+            }),
+            "query",
+        ),
+    ];
+    for (what, edit, named) in edits {
+        let bad: String = good.lines().map(|l| edit(l) + "\n").collect();
+        assert_ne!(bad, good, "{what}: the edit changed nothing");
+        let path = case.dir.path().join("bad.toml");
+        fs::write(&path, &bad).unwrap();
+        let run = case.run(&path, &["check"]);
+        assert_eq!(run.code(), Some(2), "{what}:\n{bad}\n{run}");
+        assert!(run.stderr.contains(named), "{what}: names {named}:\n{run}");
+    }
+}
+
+#[test]
+fn check_warns_about_a_secret_file_others_can_read() {
+    let case = Case::new("secretmode");
+    let config = case
+        .config()
+        .deployment("t-secretmode", &["t-secretmode.example.test"])
+        .write();
+    let secret = case.dir.path().join("emqx.secret");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let run = case.run(&config, &["check"]);
+    assert_eq!(run.code(), Some(0), "a warning, not an error:\n{run}");
+    assert!(
+        run.stderr.contains("readable by group or others")
+            && run
+                .stderr
+                .contains(&format!("chmod 600 {}", secret.display())),
+        "{run}"
+    );
+    assert!(!run.stderr.contains(common::SECRET), "{run}");
+}

@@ -734,6 +734,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets a top-level string key (e.g. `state_dir`).
+    pub fn top(mut self, key: &str, value: &str) -> Self {
+        set(&mut self.top, key, quote(value));
+        self
+    }
+
     /// Sets a string key in `[acme]` (e.g. `key_type`, `key_format`).
     pub fn acme(mut self, key: &str, value: &str) -> Self {
         set(&mut self.acme, key, quote(value));
