@@ -6,8 +6,8 @@
 #   scripts/sandbox.sh              install what is missing, build, run the sandbox
 #   scripts/sandbox.sh --deps-only  only install what is missing (used by .ci/run)
 #
-# Installs, only when missing: the Debian packages pebble, knot, knot-dnsutils (note: the knot package also
-# enables the system knot service), a C compiler (aws-lc-sys builds C code), and a Rust toolchain via rustup.
+# Installs, only when missing: the Debian packages pebble, knot, knot-dnsutils, mosquitto, mosquitto-clients,
+# procps (note: the knot and mosquitto packages also enable their system services), a C compiler (aws-lc-sys builds C code), and a Rust toolchain via rustup.
 # Uses sudo for apt-get unless run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,11 @@ install_packages() {
     have pebble || missing+=(pebble)
     have knotd || missing+=(knot)
     { have kdig && have knsupdate; } || missing+=(knot-dnsutils)
+    # The files target tests run a real mosquitto and reload it with /usr/bin/kill (procps; `command -v kill`
+    # would find the shell builtin).
+    have mosquitto || missing+=(mosquitto)
+    have mosquitto_pub || missing+=(mosquitto-clients)
+    [ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing+=(procps)
     have cc || missing+=(gcc libc6-dev)
     if ! have cargo && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
         have curl || missing+=(curl ca-certificates)

@@ -275,6 +275,14 @@ pub fn validate(
     Ok(info)
 }
 
+/// Whether the PKCS#8 PEM key `key_pem` belongs to the certificate `leaf_der`; `None` when either cannot be
+/// read (a key in another format, say), so that callers can tell "does not match" from "cannot tell".
+pub fn key_matches(key_pem: &SecretString, leaf_der: &[u8]) -> Option<bool> {
+    let key = load_key(key_pem).ok()?;
+    let leaf = spki(leaf_der).ok()?;
+    Some(key.subject_public_key_info() == leaf)
+}
+
 /// The SubjectPublicKeyInfo (DER) of a certificate.
 ///
 /// # Errors

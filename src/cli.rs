@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use certkeeper::config::{Config, DEFAULT_CONFIG_PATH};
+use certkeeper::config::{Config, DEFAULT_CONFIG_PATH, TargetConfig};
 use certkeeper::daemon;
 use certkeeper::notify::Notifier;
 use certkeeper::pipeline::{self as renew, Pipeline as Agent};
@@ -147,18 +147,38 @@ fn init_logging(verbose: bool) {
 
 fn check(config: &Config) -> u8 {
     for d in &config.deployments {
-        let emqx = &config.emqx[&d.emqx];
         let dns = &config.dns[&d.dns];
+        let target = match &d.target {
+            TargetConfig::Emqx(e) => {
+                let emqx = &config.emqx[&e.account];
+                format!(
+                    "EMQX [emqx.{}] {}, tls_type {}",
+                    emqx.name,
+                    emqx.url,
+                    e.tls_type
+                        .map_or("as reported by EMQX".to_owned(), |t| t.to_string())
+                )
+            }
+            TargetConfig::Files(f) => format!(
+                "files {} + {}{}, reload {}",
+                f.cert.display(),
+                f.key.display(),
+                f.chain
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" + {}", c.display())),
+                if f.reload.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    format!("`{}`", f.reload.join(" "))
+                }
+            ),
+        };
         println!(
-            "{}: {} — EMQX [emqx.{}] {}, DNS-01 via [dns.{}] {}, tls_type {}",
+            "{}: {} — {target}, DNS-01 via [dns.{}] {}",
             d.id,
             d.domains.join(", "),
-            emqx.name,
-            emqx.url,
             dns.name,
             dns.server,
-            d.tls_type
-                .map_or("as reported by EMQX".to_owned(), |t| t.to_string()),
         );
     }
     println!(

@@ -287,14 +287,10 @@ pub struct Deployment {
     pub id: String,
     /// Names on the certificate; the first is the primary name.
     pub domains: Vec<String>,
-    /// Name of the `[emqx.*]` section.
-    pub emqx: String,
+    /// Where the certificate goes.
+    pub target: TargetConfig,
     /// Name of the `[dns.*]` section.
     pub dns: String,
-    /// TLS type to push; `None` keeps what `GET` reports.
-    pub tls_type: Option<TlsType>,
-    /// Client CA bundle for two-way TLS.
-    pub client_ca_file: Option<PathBuf>,
     /// Override of the renewal rule: renew when less than this is left.
     pub renew_before: Option<Duration>,
     /// ACME profile for this deployment's orders (overrides `[acme] profile`).
@@ -305,6 +301,37 @@ pub struct Deployment {
     pub endpoint_sni: Option<String>,
     /// How long the endpoint may take to serve the new certificate.
     pub verify_timeout: Duration,
+}
+
+/// Where a deployment's certificate goes: a deployment with a `[deployment.files]` table is a files target,
+/// any other an EMQX deployment.
+#[derive(Debug, Clone)]
+pub enum TargetConfig {
+    /// An EMQX Cloud / Platform deployment, through the vendor's TLS API.
+    Emqx(EmqxDeployment),
+    /// PEM files plus a reload command (`[deployment.files]`).
+    Files(crate::deploy::files::FilesConfig),
+}
+
+/// The EMQX side of a `[[deployment]]`.
+#[derive(Debug, Clone)]
+pub struct EmqxDeployment {
+    /// Name of the `[emqx.*]` section.
+    pub account: String,
+    /// TLS type to push; `None` keeps what `GET` reports.
+    pub tls_type: Option<TlsType>,
+    /// Client CA bundle for two-way TLS.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl Deployment {
+    /// The EMQX side, when the deployment is an EMQX one.
+    pub fn emqx(&self) -> Option<&EmqxDeployment> {
+        match &self.target {
+            TargetConfig::Emqx(e) => Some(e),
+            TargetConfig::Files(_) => None,
+        }
+    }
 }
 
 mod raw {
@@ -396,11 +423,13 @@ mod raw {
         pub endpoint: Option<Spanned<String>>,
         pub endpoint_sni: Option<String>,
         pub verify_timeout: Option<Spanned<String>>,
+        pub files: Option<Spanned<crate::deploy::files::RawFiles>>,
     }
 }
 
-/// Collects the context every check needs to report a position.
-struct Loader<'a> {
+/// Collects the context every check needs to report a position; a target's or provider's own section
+/// resolves through it.
+pub(crate) struct Loader<'a> {
     path: &'a Path,
     source: &'a str,
     inline_secrets: bool,
@@ -409,7 +438,12 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn err_at(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+    /// An error pointing at `span` of the file.
+    pub(crate) fn err_at(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             path: self.path.to_path_buf(),
             position: Some(line_column(self.source, span.start)),
@@ -425,7 +459,8 @@ impl Loader<'_> {
         }
     }
 
-    fn duration(
+    /// A humantime duration, `default` when absent.
+    pub(crate) fn duration(
         &self,
         value: &Option<Spanned<String>>,
         default: Duration,
@@ -930,13 +965,35 @@ impl Loader<'_> {
                 format!("deployment {id}: tls_type = \"two-way\" needs client_ca_file (EMQX requires the client CA on every push)"),
             ));
         }
+        let target = match raw.files {
+            Some(files) => {
+                if let Some(key) = [
+                    raw.emqx.as_ref().map(|_| "emqx"),
+                    raw.tls_type.map(|_| "tls_type"),
+                    client_ca_file.as_ref().map(|_| "client_ca_file"),
+                ]
+                .into_iter()
+                .flatten()
+                .next()
+                {
+                    return Err(self.err_at(
+                        files.span(),
+                        format!("deployment {id}: a deployment with [deployment.files] is no EMQX deployment; remove `{key}`"),
+                    ));
+                }
+                TargetConfig::Files(crate::deploy::files::resolve(self, &id, files)?)
+            }
+            None => TargetConfig::Emqx(EmqxDeployment {
+                account: self.pick("emqx", &raw.emqx, emqx, span.clone())?,
+                tls_type: raw.tls_type,
+                client_ca_file,
+            }),
+        };
         Ok(Deployment {
-            emqx: self.pick("emqx", &raw.emqx, emqx, span.clone())?,
+            target,
             dns: self.pick("dns", &raw.dns, dns, span)?,
             id,
             domains,
-            tls_type: raw.tls_type,
-            client_ca_file,
             renew_before: match &raw.renew_before {
                 None => None,
                 Some(_) => Some(self.duration(&raw.renew_before, Duration::ZERO)?),
@@ -1208,7 +1265,10 @@ secret = "s3cret"
         .unwrap();
         let d = &c.deployments[0];
         assert_eq!(d.domains, ["mqtt.example.com"]);
-        assert_eq!((d.emqx.as_str(), d.dns.as_str()), ("prod", "primary"));
+        assert_eq!(
+            (d.emqx().map(|e| e.account.as_str()), d.dns.as_str()),
+            (Some("prod"), "primary")
+        );
         assert_eq!(c.emqx["prod"].url, "https://api.example/api/v1");
         assert_eq!(c.dns["primary"].tsig_key, "k.");
         assert_eq!(c.acme.directory, LETSENCRYPT_STAGING);

@@ -21,6 +21,7 @@ use crate::certs::{Bundle, LeafInfo};
 use crate::store::CertRecord;
 
 pub mod emqx;
+pub mod files;
 
 /// The future returned by [`Target`] methods: boxed so the trait stays object-safe.
 pub type TargetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, TargetError>> + Send + 'a>>;

@@ -40,9 +40,10 @@ pub use events::{Event, EventSink};
 use crate::acme::{AcmeClient, AcmeError};
 use crate::budget::Budget;
 use crate::certs::{self, Bundle};
-use crate::config::{Config, Deployment};
+use crate::config::{Config, Deployment, TargetConfig};
 use crate::deploy::emqx::client::{EmqxClient, vendor_http};
 use crate::deploy::emqx::{Account, EmqxTarget};
+use crate::deploy::files::FilesTarget;
 use crate::deploy::{DryRun, Target};
 use crate::plan::{self, Plan};
 use crate::solver::journal::JournaledSolver;
@@ -108,11 +109,19 @@ impl Pipeline {
             .deployments
             .iter()
             .map(|d| {
-                let target: Box<dyn Target> = Box::new(EmqxTarget::new(
-                    accounts[&d.emqx].clone(),
-                    d,
-                    config.acme.key_format,
-                ));
+                let target: Box<dyn Target> = match &d.target {
+                    TargetConfig::Emqx(e) => Box::new(EmqxTarget::new(
+                        accounts[&e.account].clone(),
+                        &d.id,
+                        e,
+                        config.acme.key_format,
+                    )),
+                    TargetConfig::Files(f) => Box::new(FilesTarget::new(
+                        f.clone(),
+                        d.endpoint.clone().map(|e| (e, sni(d))),
+                        d.verify_timeout,
+                    )),
+                };
                 (d.id.clone(), target)
             })
             .collect();

@@ -684,7 +684,12 @@ pub struct ConfigBuilder {
     emqx_secret: String,
     schedule: Vec<(String, String)>,
     deployments: Vec<Vec<(String, String)>>,
+    /// Sub-tables of deployments: (deployment index, table name, entries written as is).
+    deployment_tables: Vec<(usize, String, Entries)>,
 }
+
+/// TOML `key = value` lines of one table, values written as is.
+type Entries = Vec<(String, String)>;
 
 impl ConfigBuilder {
     fn new(bed: &Bed, dir: &Path, api_url: String, key: &str, secret: &str) -> Self {
@@ -715,6 +720,7 @@ impl ConfigBuilder {
             emqx_secret: secret.to_owned(),
             schedule: Vec::new(),
             deployments: Vec::new(),
+            deployment_tables: Vec::new(),
         }
     }
 
@@ -793,6 +799,27 @@ impl ConfigBuilder {
         self
     }
 
+    /// Adds `[deployment.NAME]` to the last added deployment, with values written as TOML as is
+    /// (e.g. `("reload", "[\"true\"]")`).
+    ///
+    /// # Panics
+    /// When no deployment was added yet: a bug in the test.
+    pub fn table(mut self, name: &str, entries: &[(&str, String)]) -> Self {
+        assert!(
+            !self.deployments.is_empty(),
+            "ConfigBuilder::table needs a deployment first"
+        );
+        self.deployment_tables.push((
+            self.deployments.len() - 1,
+            name.to_owned(),
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        ));
+        self
+    }
+
     /// The config as TOML text.
     pub fn toml(&self) -> String {
         let mut out = String::from("# Written by the certkeeper test bed.\n");
@@ -811,8 +838,11 @@ impl ConfigBuilder {
         if !self.schedule.is_empty() {
             section(&mut out, "[schedule]", &self.schedule);
         }
-        for deployment in &self.deployments {
+        for (i, deployment) in self.deployments.iter().enumerate() {
             section(&mut out, "[[deployment]]", deployment);
+            for (_, name, entries) in self.deployment_tables.iter().filter(|(at, ..)| *at == i) {
+                section(&mut out, &format!("[deployment.{name}]"), entries);
+            }
         }
         out
     }
@@ -839,7 +869,7 @@ fn set(entries: &mut Vec<(String, String)>, key: &str, value: String) {
 }
 
 /// A TOML basic string: JSON's string escapes are valid TOML escapes.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     // Unwrap: serializing a str cannot fail.
     serde_json::to_string(s).unwrap()
 }
@@ -1268,7 +1298,7 @@ fn tail(path: &Path) -> String {
 // ---- ports and randomness ---------------------------------------------------------------------------------------
 
 /// `N` distinct loopback TCP ports that were free a moment ago (all held until all are chosen).
-fn free_tcp_ports<const N: usize>() -> io::Result<[u16; N]> {
+pub fn free_tcp_ports<const N: usize>() -> io::Result<[u16; N]> {
     let listeners = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<io::Result<Vec<_>>>()?;

@@ -9,6 +9,7 @@
 pub mod ari;
 pub mod bed;
 pub mod daemon;
+pub mod mosquitto;
 pub mod probe;
 
 use std::fs;

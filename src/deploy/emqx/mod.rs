@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::{Deployed, RequestBudget, Status, Target, TargetError, TargetFuture};
 use crate::certs::{self, Bundle, LeafInfo};
-use crate::config::{Deployment, EmqxConfig, IssuerKeyMatch, KeyFormat, TlsType};
+use crate::config::{EmqxConfig, EmqxDeployment, IssuerKeyMatch, KeyFormat, TlsType};
 use crate::store::CertRecord;
 
 pub mod client;
@@ -86,11 +86,16 @@ pub struct EmqxTarget {
 }
 
 impl EmqxTarget {
-    /// The target of deployment `d` on `account`; keys are sent in `key_format`.
-    pub fn new(account: Arc<Account>, d: &Deployment, key_format: KeyFormat) -> EmqxTarget {
+    /// The target of deployment `id` on `account`; keys are sent in `key_format`.
+    pub fn new(
+        account: Arc<Account>,
+        id: &str,
+        d: &EmqxDeployment,
+        key_format: KeyFormat,
+    ) -> EmqxTarget {
         EmqxTarget {
             account,
-            id: d.id.clone(),
+            id: id.to_owned(),
             tls_type: d.tls_type,
             client_ca_file: d.client_ca_file.clone(),
             key_format,
