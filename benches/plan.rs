@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use certkeeper::plan::{self, DEADLINE_MARGIN, Plan, Slot};
-use certkeeper::store::CertRecord;
+use certkeeper::state::CertRecord;
 use criterion::{Criterion, criterion_group, criterion_main};
 use time::OffsetDateTime;
 use time::macros::datetime;

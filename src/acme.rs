@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use crate::certs::{self, Bundle};
 use crate::config::{AcmeConfig, KeyType};
 use crate::solver::{Dns01Solver, TxtRecord};
-use crate::store::{Store, StoreError};
+use crate::state::{Store, StoreError};
 
 /// Timeout of one HTTP exchange with the CA.
 pub const ACME_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,7 +37,6 @@ pub const ACME_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 /// First poll delay of an order; doubles up to the CA's `Retry-After` or the timeout.
 const FIRST_POLL: Duration = Duration::from_millis(50);
-const ACCOUNTS_FILE: &str = "account.json";
 /// How often one ACME step (a request on an existing order) is tried when it fails transiently.
 const STEP_ATTEMPTS: u32 = 4;
 /// How often the certificate download after finalization is tried.
@@ -224,18 +223,18 @@ impl AcmeClient {
                 detail,
                 transient: false,
             })?;
-        let mut accounts: Accounts = store.read_json(ACCOUNTS_FILE)?.unwrap_or_default();
+        let mut accounts: Accounts = store.accounts()?.unwrap_or_default();
         if let Some(creds) = accounts.accounts.get(&directory) {
             // AccountCredentials is not Clone; a JSON round trip copies it.
             let creds: AccountCredentials =
                 serde_json::from_value(serde_json::to_value(creds).map_err(|e| {
                     StoreError::Corrupt {
-                        path: store.dir().join(ACCOUNTS_FILE),
+                        path: store.accounts_path(),
                         detail: e.to_string(),
                     }
                 })?)
                 .map_err(|e| StoreError::Corrupt {
-                    path: store.dir().join(ACCOUNTS_FILE),
+                    path: store.accounts_path(),
                     detail: e.to_string(),
                 })?;
             let account = Account::builder_with_http(Box::new(http))
@@ -263,7 +262,7 @@ impl AcmeClient {
             .await
             .map_err(ca_err("registering an account"))?;
         accounts.accounts.insert(directory.clone(), creds);
-        store.write_json(ACCOUNTS_FILE, &accounts)?;
+        store.save_accounts(&accounts)?;
         tracing::info!(account = account.id(), directory = %directory, "registered a new ACME account");
         Ok(AcmeClient { account, directory })
     }

@@ -12,9 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{Store, StoreError};
-
-const FILE: &str = "budget.json";
+use crate::state::{Store, StoreError};
 
 /// The longest a 429 blocks a key, whatever the vendor's `Retry-After` or the persisted file says: a pass a day
 /// later simply asks again, and a clock that ran ahead (then was corrected) cannot defer renewals for longer.
@@ -110,7 +108,7 @@ impl Budget {
     /// I/O errors and a corrupt file.
     pub fn load(store: &Store) -> Result<Budget, StoreError> {
         let usage = sanitized(
-            store.read_json(FILE)?.unwrap_or_default(),
+            store.budget_usage()?.unwrap_or_default(),
             OffsetDateTime::now_utc(),
         );
         Ok(Budget {
@@ -125,7 +123,7 @@ impl Budget {
     /// # Errors
     /// I/O errors and a corrupt file; the in-memory budget is then kept.
     pub fn reload(&self) -> Result<(), StoreError> {
-        let fresh: BTreeMap<String, Usage> = self.store.read_json(FILE)?.unwrap_or_default();
+        let fresh: BTreeMap<String, Usage> = self.store.budget_usage()?.unwrap_or_default();
         *self.usage.lock().unwrap_or_else(|p| p.into_inner()) =
             sanitized(fresh, OffsetDateTime::now_utc());
         Ok(())
@@ -175,7 +173,7 @@ impl Budget {
             Kind::Write => usage.writes_ms.push(now_ms),
         }
         self.store
-            .write_json(FILE, &*all)
+            .save_budget_usage(&*all)
             .map_err(ChargeError::Store)
     }
 
@@ -187,7 +185,7 @@ impl Budget {
         let until = until.min(OffsetDateTime::now_utc() + MAX_BLOCK);
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         all.entry(key.to_owned()).or_default().blocked_until_ms = Some(ms(until));
-        self.store.write_json(FILE, &*all)
+        self.store.save_budget_usage(&*all)
     }
 
     /// The earliest moment at or after `now` when a request of `kind` is affordable for `key`.
@@ -359,7 +357,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let year = ms(now + time::Duration::days(365));
         let file = serde_json::json!({"k": {"reads_ms": [year], "writes_ms": [year], "blocked_until_ms": year}});
-        store.write_json(FILE, &file).unwrap();
+        store.save_budget_usage(&file).unwrap();
         let b = Budget::load(&store).unwrap();
         let limits = Limits {
             reads: 3,

@@ -9,10 +9,10 @@ use tracing_subscriber::EnvFilter;
 
 use certkeeper::config::{Config, DEFAULT_CONFIG_PATH, TargetConfig};
 use certkeeper::daemon;
-use certkeeper::notify::Notifier;
 use certkeeper::pipeline::{self as renew, Pipeline as Agent};
 use certkeeper::shutdown::{self, Shutdown};
-use certkeeper::store::{Step, Store, StoreError};
+use certkeeper::state::{Step, Store, StoreError};
+use certkeeper::systemd::Notifier;
 
 /// Every selected deployment is fine (renewed or not due).
 const EXIT_OK: u8 = 0;
@@ -420,7 +420,7 @@ fn lock_or_exit(
     store: &Store,
     wait_lock: Option<std::time::Duration>,
     stop: &Shutdown,
-) -> Result<certkeeper::store::StoreLock, u8> {
+) -> Result<certkeeper::state::StoreLock, u8> {
     let lock = match wait_lock {
         None => store.try_lock().map(Some),
         Some(limit) => runtime.block_on(store.lock_waiting(Some(limit), stop)),
@@ -445,7 +445,7 @@ fn take_lock(
     runtime: &tokio::runtime::Runtime,
     store: &Store,
     wait_lock: Option<std::time::Duration>,
-) -> Result<certkeeper::store::StoreLock, u8> {
+) -> Result<certkeeper::state::StoreLock, u8> {
     let stop = match wait_lock {
         None => Shutdown::never(),
         Some(_) => signals(runtime)?,

@@ -16,10 +16,10 @@ use time::OffsetDateTime;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
-use crate::notify::Notifier;
 use crate::pipeline::{self as renew, Pipeline as Agent, Report};
 use crate::shutdown::{self, Shutdown};
-use crate::store::Store;
+use crate::state::Store;
+use crate::systemd::Notifier;
 
 /// The shortest sleep before a pass for deferred renewals.
 const MIN_DEFERRED_WAIT: Duration = Duration::from_secs(60);

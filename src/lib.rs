@@ -28,11 +28,11 @@ pub mod certs;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
-pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod shutdown;
 pub mod solver;
 pub mod state;
-pub mod store;
+pub mod systemd;
+
 pub mod verify;

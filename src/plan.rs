@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::store::CertRecord;
+use crate::state::CertRecord;
 
 /// Used when the vendor reports only `expire` for a certificate the agent did not push.
 pub const UNKNOWN_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);

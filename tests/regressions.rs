@@ -685,7 +685,7 @@ fn issue_takes_the_state_lock_like_renew() {
         .deployment(id, &["t-issuelock.example.test"])
         .write();
     private_state(&case);
-    let held = certkeeper::store::Store::open(&case.state_dir())
+    let held = certkeeper::state::Store::open(&case.state_dir())
         .unwrap()
         .try_lock()
         .unwrap();

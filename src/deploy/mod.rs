@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::budget::Exhausted;
 use crate::certs::{Bundle, LeafInfo};
-use crate::store::CertRecord;
+use crate::state::CertRecord;
 
 pub mod emqx;
 pub mod files;

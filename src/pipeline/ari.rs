@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 use super::{Pipeline, RenewError, day};
-use crate::store::{AriRecord, Record};
+use crate::state::{AriRecord, Record};
 
 /// Bounds on how soon to ask the CA for a renewal window again, whatever its Retry-After says.
 const ARI_RECHECK_MIN: time::Duration = time::Duration::minutes(1);

@@ -8,7 +8,7 @@ use crate::certs::{self, Bundle, CertError};
 use crate::config::Deployment;
 use crate::deploy::{Deployed, Status, TargetError};
 use crate::plan;
-use crate::store::{CertRecord, Record};
+use crate::state::{CertRecord, Record};
 
 impl Pipeline {
     /// Checks that go beyond a well-formed bundle: what the target will accept.

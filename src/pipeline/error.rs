@@ -9,7 +9,7 @@ use crate::acme::AcmeError;
 use crate::certs::CertError;
 use crate::deploy::TargetError;
 use crate::plan::Plan;
-use crate::store::StoreError;
+use crate::state::StoreError;
 
 /// Why one deployment could not be brought to a good state.
 #[derive(Debug, thiserror::Error)]

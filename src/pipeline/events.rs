@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::store::Step;
+use crate::state::Step;
 
 /// One thing a pass did. Events carry ids, serials and messages, never a key or a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]

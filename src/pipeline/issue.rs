@@ -12,7 +12,7 @@ use crate::certs::{self, Bundle};
 use crate::config::Deployment;
 use crate::plan::Plan;
 use crate::solver::Dns01Solver as _;
-use crate::store::PendingOrder;
+use crate::state::PendingOrder;
 
 impl Pipeline {
     pub(super) async fn dry_run_issue(

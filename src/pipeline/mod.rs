@@ -48,8 +48,8 @@ use crate::deploy::{DryRun, Target};
 use crate::plan::{self, Plan};
 use crate::solver::journal::JournaledSolver;
 use crate::solver::rfc2136::{Rfc2136Settings, Rfc2136Solver};
+use crate::state::{CertRecord, Record, Step, Store};
 use crate::state::{ReadOnly, StateStore};
-use crate::store::{CertRecord, Record, Step, Store};
 
 /// Pushes in a row a target may accept without applying before certkeeper stops pushing the certificate
 /// (each costs one of the vendor's writes and a whole `wait_timeout` of `GET`s); `renew --now` starts over.

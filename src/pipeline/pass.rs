@@ -9,7 +9,7 @@ use crate::config::Deployment;
 use crate::deploy::{Deployed, TargetError};
 use crate::plan::{self, Slot};
 use crate::shutdown::Shutdown;
-use crate::store::{Outcome, PlanRecord, Record, Step};
+use crate::state::{Outcome, PlanRecord, Record, Step};
 
 /// A target answer obtained before scheduling, handed to the renewal so it is not asked twice.
 pub(super) type Prefetched = Option<Result<Deployed, TargetError>>;

@@ -12,7 +12,7 @@ use crate::config::Deployment;
 use crate::deploy::{Deployed, TargetError};
 use crate::plan::{self, Plan, Rule, Slot};
 use crate::shutdown::Shutdown;
-use crate::store::{Record, Step};
+use crate::state::{Record, Step};
 
 impl Pipeline {
     pub(super) async fn one(

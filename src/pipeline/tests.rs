@@ -19,7 +19,7 @@ use crate::deploy::{Deployed, RequestBudget, Status, Target, TargetError, Target
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
 use crate::state::memory::Memory;
-use crate::store::{CertRecord, Record, Step, Store};
+use crate::state::{CertRecord, Record, Step, Store};
 
 const ID: &str = "d1";
 const NAME: &str = "d1.example.test";

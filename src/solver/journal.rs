@@ -3,7 +3,7 @@
 
 use super::{Dns01Solver, SolverError, SolverFuture, TxtRecord};
 use crate::state::StateStore;
-use crate::store::StoreError;
+use crate::state::StoreError;
 
 /// Wraps a solver: every record is journaled before it is published and forgotten after it is removed.
 pub struct JournaledSolver<'a> {

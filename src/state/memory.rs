@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{JournalEntry, StateStore};
 use crate::certs::Bundle;
-use crate::store::{PendingOrder, Record, StoreError};
+use crate::state::{PendingOrder, Record, StoreError};
 
 #[derive(Default)]
 struct Inner {

@@ -2,13 +2,18 @@
 //! flight, the order being finalized, and the journal of published TXT records.
 //!
 //! [`StateStore`] is the seam for other backends (an HA store shared by several agents); the state directory
-//! ([`crate::store::Store`]) is the first implementation, and the only code that names a state file.
+//! ([`Store`], `fs.rs`) is the first implementation, and the only code that names a state file.
 //! [`ReadOnly`] is the dry run's view: every read goes through, every write is dropped.
 
 use std::sync::Arc;
 
 use crate::certs::Bundle;
-use crate::store::{PendingOrder, Record, Store, StoreError};
+mod fs;
+pub mod memory;
+mod records;
+
+pub use fs::{MAX_STATE_FILE, Store, StoreError, StoreLock};
+pub use records::{AriRecord, CertRecord, Outcome, PendingOrder, PlanRecord, Record, Step};
 
 /// A TXT record published for DNS-01 and not yet removed: `(owner name, value)`.
 pub type JournalEntry = (String, String);
@@ -70,56 +75,6 @@ pub trait StateStore: Send + Sync {
     /// Returns false for a store that drops its writes ([`ReadOnly`]): nothing it is given was persisted.
     fn persists(&self) -> bool {
         true
-    }
-}
-
-fn journal_file(id: &str) -> String {
-    format!("deployments/{id}.txt.json")
-}
-
-impl StateStore for Store {
-    fn record(&self, id: &str) -> Result<Record, StoreError> {
-        Store::record(self, id)
-    }
-
-    fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError> {
-        Store::save_record(self, id, record)
-    }
-
-    fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
-        Store::bundle(self, id)
-    }
-
-    fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
-        Store::save_bundle(self, id, bundle)
-    }
-
-    fn remove_bundle(&self, id: &str) -> Result<(), StoreError> {
-        Store::remove_bundle(self, id)
-    }
-
-    fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
-        Store::pending_order(self, id)
-    }
-
-    fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError> {
-        Store::save_pending_order(self, id, order)
-    }
-
-    fn remove_pending_order(&self, id: &str) -> Result<(), StoreError> {
-        Store::remove_pending_order(self, id)
-    }
-
-    fn journal(&self, id: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        Ok(self.read_json(&journal_file(id))?.unwrap_or_default())
-    }
-
-    fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            self.remove_file(&journal_file(id))
-        } else {
-            self.write_json(&journal_file(id), &entries)
-        }
     }
 }
 
@@ -214,5 +169,3 @@ impl<S: StateStore> StateStore for ReadOnly<S> {
         false
     }
 }
-
-pub mod memory;

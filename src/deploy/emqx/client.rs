@@ -116,7 +116,7 @@ pub enum EmqxError {
     Budget(#[from] crate::budget::Exhausted),
     /// The budget file could not be written.
     #[error("cannot record the request in the state directory: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::state::StoreError),
     /// 5xx or a transport failure that outlived the retries.
     #[error("EMQX API unavailable after {attempts} attempts: {detail}")]
     Unavailable {
@@ -838,7 +838,7 @@ mod tests {
         (url, count)
     }
 
-    fn client_for(url: String, store: &crate::store::Store) -> EmqxClient {
+    fn client_for(url: String, store: &crate::state::Store) -> EmqxClient {
         let config = EmqxConfig {
             name: "main".into(),
             url,
@@ -867,7 +867,7 @@ mod tests {
             "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         );
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let store = crate::state::Store::open(tmp.path()).unwrap();
         let client = client_for(url, &store);
         let sent = || count.load(Ordering::SeqCst);
 
@@ -893,7 +893,7 @@ mod tests {
             "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         );
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let store = crate::state::Store::open(tmp.path()).unwrap();
         let client = client_for(url, &store);
         let err = client.inspect("d").await.unwrap_err();
         let text = err.to_string();

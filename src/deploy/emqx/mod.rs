@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::{Deployed, RequestBudget, Status, Target, TargetError, TargetFuture};
 use crate::certs::{self, Bundle, LeafInfo};
 use crate::config::{EmqxConfig, EmqxDeployment, IssuerKeyMatch, KeyFormat, TlsType};
-use crate::store::CertRecord;
+use crate::state::CertRecord;
 
 pub mod client;
 use client::{EmqxClient, EmqxError, TlsState, Upload};

@@ -29,7 +29,7 @@ use write::{Contents, InPlace};
 
 use super::{Deployed, Status, Target, TargetError, TargetFuture};
 use crate::certs::{self, Bundle, LeafInfo};
-use crate::store::CertRecord;
+use crate::state::CertRecord;
 
 /// At most this much of a reload program's stderr goes into an error line.
 const MAX_RELOAD_OUTPUT: usize = 300;

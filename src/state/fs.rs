@@ -15,16 +15,16 @@
 //! {state_dir}/deployments/{id}.txt.json    DNS-01 records published and not yet removed
 //! ```
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use serde::Serialize;
 
+use super::records::{PendingOrder, Record};
+use super::{JournalEntry, StateStore};
 use crate::certs::Bundle;
 
 /// A state-directory operation that failed, with the path involved.
@@ -171,136 +171,10 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// Where a deployment is in the renewal pipeline; persisted before each next step starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// A certificate was issued and saved, and not yet accepted by the vendor.
-    Issued,
-    /// The vendor accepted the write; waiting for `running`.
-    Pushed,
-    /// The vendor reports the pushed certificate `running`.
-    Active,
-    /// The deployment's endpoint serves it (only with `endpoint` configured).
-    Verified,
-}
-
-/// What the agent knows about a certificate it pushed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertRecord {
-    /// Serial number, hex.
-    pub serial: String,
-    /// Start of validity.
-    #[serde(with = "time::serde::rfc3339")]
-    pub not_before: OffsetDateTime,
-    /// End of validity.
-    #[serde(with = "time::serde::rfc3339")]
-    pub not_after: OffsetDateTime,
-    /// Names it covers.
-    pub domains: Vec<String>,
-    /// The leaf, PEM (public): identifies the certificate to the CA for ARI and `replaces`.
-    #[serde(default)]
-    pub leaf_pem: Option<String>,
-}
-
-/// The CA's suggested renewal window (ARI, RFC 9773) for the certificate the agent pushed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AriRecord {
-    /// Serial of the certificate the window is for.
-    pub serial: String,
-    /// Window start.
-    #[serde(with = "time::serde::rfc3339")]
-    pub start: OffsetDateTime,
-    /// Window end.
-    #[serde(with = "time::serde::rfc3339")]
-    pub end: OffsetDateTime,
-    /// The moment chosen uniformly at random inside the window (kept while the window stays the same).
-    #[serde(with = "time::serde::rfc3339")]
-    pub chosen: OffsetDateTime,
-}
-
-/// The last plan made for a deployment, for `status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanRecord {
-    /// When renewal is planned.
-    #[serde(with = "time::serde::rfc3339")]
-    pub renew_at: OffsetDateTime,
-    /// Why then.
-    pub rule: String,
-    /// When the vendor is asked again at the latest.
-    #[serde(with = "time::serde::rfc3339")]
-    pub next_inspect: OffsetDateTime,
-    /// Set when the vendor budget cannot renew it before its certificate expires.
-    #[serde(default)]
-    pub at_risk: Option<String>,
-}
-
-/// Outcome of the last pass over a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// When the pass ended.
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    /// True if and only if the deployment was left fine (renewed or not due).
-    pub ok: bool,
-    /// One line for `status`.
-    pub message: String,
-}
-
-/// Everything persisted about one deployment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// Pipeline step of the certificate in flight, if any.
-    pub step: Option<Step>,
-    /// The certificate in flight (step `Issued`/`Pushed`) or last made active.
-    pub cert: Option<CertRecord>,
-    /// Whether the in-flight push was a `POST` (no certificate before).
-    #[serde(default)]
-    pub create: bool,
-    /// Last expiry the vendor reported (or of the certificate made active).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub expire: Option<OffsetDateTime>,
-    /// TLS type last reported by the vendor.
-    pub tls_type: Option<String>,
-    /// Last pass outcome.
-    pub last: Option<Outcome>,
-    /// The certificate the deployment's endpoint served when the agent had not pushed one: its lifetime
-    /// makes the plan better than "30 days before expiry".
-    #[serde(default)]
-    pub served: Option<CertRecord>,
-    /// When the vendor was last asked (`GET`).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub last_inspect: Option<OffsetDateTime>,
-    /// The CA's renewal window for the active certificate (`None` also when the CA offers no ARI).
-    #[serde(default)]
-    pub ari: Option<AriRecord>,
-    /// When to ask the CA for the window again (its Retry-After; a day when it offers no ARI).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub ari_next_check: Option<OffsetDateTime>,
-    /// The last plan.
-    #[serde(default)]
-    pub plan: Option<PlanRecord>,
-    /// Pushes in a row of the certificate in flight that the vendor accepted without applying.
-    #[serde(default)]
-    pub unapplied_pushes: u32,
-}
-
-/// An ACME order being finalized: where it is and the key its certificate is for.
-pub struct PendingOrder {
-    /// The order URL.
-    pub url: String,
-    /// The new certificate's key, PKCS#8 PEM.
-    pub key_pkcs8_pem: SecretString,
-}
-
-impl fmt::Debug for PendingOrder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PendingOrder")
-            .field("url", &self.url)
-            .field("key_pkcs8_pem", &"[redacted]")
-            .finish()
-    }
-}
+/// The ACME account credentials, one per CA directory (secret).
+const ACCOUNTS_FILE: &str = "account.json";
+/// The vendor API requests made per key.
+const BUDGET_FILE: &str = "budget.json";
 
 /// The state directory. Cheap to clone; holds no open files.
 #[derive(Debug, Clone)]
@@ -429,7 +303,7 @@ impl Store {
     ///
     /// # Errors
     /// I/O errors and [`StoreError::Corrupt`].
-    pub fn read_json<T: serde::de::DeserializeOwned>(
+    pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -449,7 +323,7 @@ impl Store {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+    pub(crate) fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
         // Dates outside what RFC 3339 can write (years beyond 0000–9999) fail here: an error, never a panic.
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Encode {
             path: self.dir.join(name),
@@ -521,6 +395,43 @@ impl Store {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("cannot remove", &path)(e)),
             _ => Ok(()),
         }
+    }
+
+    /// The stored ACME accounts (`account.json`), if any.
+    ///
+    /// # Errors
+    /// The file cannot be read or is corrupt.
+    pub fn accounts<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
+        self.read_json(ACCOUNTS_FILE)
+    }
+
+    /// Replaces the stored ACME accounts.
+    ///
+    /// # Errors
+    /// The write failed.
+    pub fn save_accounts<T: Serialize>(&self, accounts: &T) -> Result<(), StoreError> {
+        self.write_json(ACCOUNTS_FILE, accounts)
+    }
+
+    /// Where the ACME accounts live, for error messages.
+    pub fn accounts_path(&self) -> PathBuf {
+        self.dir.join(ACCOUNTS_FILE)
+    }
+
+    /// The vendor budget's request log (`budget.json`), if any.
+    ///
+    /// # Errors
+    /// The file cannot be read or is corrupt.
+    pub fn budget_usage<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
+        self.read_json(BUDGET_FILE)
+    }
+
+    /// Replaces the vendor budget's request log.
+    ///
+    /// # Errors
+    /// The write failed.
+    pub fn save_budget_usage<T: Serialize>(&self, usage: &T) -> Result<(), StoreError> {
+        self.write_json(BUDGET_FILE, usage)
     }
 
     /// The record of deployment `id` (default when none yet).
@@ -638,9 +549,60 @@ impl Store {
     }
 }
 
+fn journal_file(id: &str) -> String {
+    format!("deployments/{id}.txt.json")
+}
+
+impl StateStore for Store {
+    fn record(&self, id: &str) -> Result<Record, StoreError> {
+        Store::record(self, id)
+    }
+
+    fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError> {
+        Store::save_record(self, id, record)
+    }
+
+    fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
+        Store::bundle(self, id)
+    }
+
+    fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
+        Store::save_bundle(self, id, bundle)
+    }
+
+    fn remove_bundle(&self, id: &str) -> Result<(), StoreError> {
+        Store::remove_bundle(self, id)
+    }
+
+    fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
+        Store::pending_order(self, id)
+    }
+
+    fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError> {
+        Store::save_pending_order(self, id, order)
+    }
+
+    fn remove_pending_order(&self, id: &str) -> Result<(), StoreError> {
+        Store::remove_pending_order(self, id)
+    }
+
+    fn journal(&self, id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        Ok(self.read_json(&journal_file(id))?.unwrap_or_default())
+    }
+
+    fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            self.remove_file(&journal_file(id))
+        } else {
+            self.write_json(&journal_file(id), &entries)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Step;
 
     #[test]
     fn dirs_and_files_are_private_and_round_trip() {

@@ -1,0 +1,140 @@
+//! What is persisted about each deployment: the pipeline step, the certificate in flight or last made active,
+//! the CA's renewal window, the last plan and outcome, and the order being finalized. Plain serde types; the
+//! backends ([`super::fs`], [`super::memory`]) decide where they live.
+
+use std::fmt;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Where a deployment is in the renewal pipeline; persisted before each next step starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// A certificate was issued and saved, and not yet accepted by the vendor.
+    Issued,
+    /// The vendor accepted the write; waiting for `running`.
+    Pushed,
+    /// The vendor reports the pushed certificate `running`.
+    Active,
+    /// The deployment's endpoint serves it (only with `endpoint` configured).
+    Verified,
+}
+
+/// What the agent knows about a certificate it pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// Serial number, hex.
+    pub serial: String,
+    /// Start of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Names it covers.
+    pub domains: Vec<String>,
+    /// The leaf, PEM (public): identifies the certificate to the CA for ARI and `replaces`.
+    #[serde(default)]
+    pub leaf_pem: Option<String>,
+}
+
+/// The CA's suggested renewal window (ARI, RFC 9773) for the certificate the agent pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AriRecord {
+    /// Serial of the certificate the window is for.
+    pub serial: String,
+    /// Window start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Window end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    /// The moment chosen uniformly at random inside the window (kept while the window stays the same).
+    #[serde(with = "time::serde::rfc3339")]
+    pub chosen: OffsetDateTime,
+}
+
+/// The last plan made for a deployment, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    /// When renewal is planned.
+    #[serde(with = "time::serde::rfc3339")]
+    pub renew_at: OffsetDateTime,
+    /// Why then.
+    pub rule: String,
+    /// When the vendor is asked again at the latest.
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_inspect: OffsetDateTime,
+    /// Set when the vendor budget cannot renew it before its certificate expires.
+    #[serde(default)]
+    pub at_risk: Option<String>,
+}
+
+/// Outcome of the last pass over a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// When the pass ended.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// True if and only if the deployment was left fine (renewed or not due).
+    pub ok: bool,
+    /// One line for `status`.
+    pub message: String,
+}
+
+/// Everything persisted about one deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Pipeline step of the certificate in flight, if any.
+    pub step: Option<Step>,
+    /// The certificate in flight (step `Issued`/`Pushed`) or last made active.
+    pub cert: Option<CertRecord>,
+    /// Whether the in-flight push was a `POST` (no certificate before).
+    #[serde(default)]
+    pub create: bool,
+    /// Last expiry the vendor reported (or of the certificate made active).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expire: Option<OffsetDateTime>,
+    /// TLS type last reported by the vendor.
+    pub tls_type: Option<String>,
+    /// Last pass outcome.
+    pub last: Option<Outcome>,
+    /// The certificate the deployment's endpoint served when the agent had not pushed one: its lifetime
+    /// makes the plan better than "30 days before expiry".
+    #[serde(default)]
+    pub served: Option<CertRecord>,
+    /// When the vendor was last asked (`GET`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_inspect: Option<OffsetDateTime>,
+    /// The CA's renewal window for the active certificate (`None` also when the CA offers no ARI).
+    #[serde(default)]
+    pub ari: Option<AriRecord>,
+    /// When to ask the CA for the window again (its Retry-After; a day when it offers no ARI).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ari_next_check: Option<OffsetDateTime>,
+    /// The last plan.
+    #[serde(default)]
+    pub plan: Option<PlanRecord>,
+    /// Pushes in a row of the certificate in flight that the vendor accepted without applying.
+    #[serde(default)]
+    pub unapplied_pushes: u32,
+}
+
+/// An ACME order being finalized: where it is and the key its certificate is for.
+pub struct PendingOrder {
+    /// The order URL.
+    pub url: String,
+    /// The new certificate's key, PKCS#8 PEM.
+    pub key_pkcs8_pem: SecretString,
+}
+
+impl fmt::Debug for PendingOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingOrder")
+            .field("url", &self.url)
+            .field("key_pkcs8_pem", &"[redacted]")
+            .finish()
+    }
+}
