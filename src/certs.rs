@@ -12,10 +12,42 @@ use std::fmt;
 
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData as _};
 use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
-use crate::config::{KeyFormat, KeyType};
+/// Key algorithm of an issued certificate: only what EMQX accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    /// ECDSA on P-256 with SHA-256.
+    EcdsaP256,
+    /// ECDSA on P-384 with SHA-384.
+    EcdsaP384,
+    /// RSA 2048 with SHA-256.
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+        })
+    }
+}
+
+/// How the private key is written in PEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyFormat {
+    /// `EC PRIVATE KEY` (SEC 1) or `RSA PRIVATE KEY` (PKCS#1), as the vendor's docs show.
+    Traditional,
+    /// `PRIVATE KEY` (PKCS#8).
+    Pkcs8,
+}
 
 /// The most certificates a chain may hold.
 pub const MAX_CHAIN: usize = 10;

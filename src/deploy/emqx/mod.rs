@@ -18,6 +18,7 @@ use crate::config::{EmqxConfig, EmqxDeployment, IssuerKeyMatch, KeyFormat, TlsTy
 use crate::state::CertRecord;
 
 pub mod client;
+pub mod config;
 use client::{EmqxClient, EmqxError, TlsState, Upload};
 
 /// One `[emqx.NAME]` account: its client and the budget of its API key.

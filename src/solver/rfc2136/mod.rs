@@ -27,6 +27,8 @@
 //! - **Secrets.** The TSIG secret stays in its [`SecretSlice`]; a plain copy exists only while one message is
 //!   signed or verified (hickory's `TSigner` wants an owned `Vec`). No error or log line carries it.
 
+pub mod config;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::io;

@@ -1,0 +1,370 @@
+//! The second step of loading: resolving the raw sections into [`Config`](super::Config) types, checking
+//! what can be checked offline. A target's or a DNS provider's own section resolves in its own module through
+//! the same [`Loader`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::*;
+
+/// Collects the context every check needs to report a position; a target's or provider's own section
+/// resolves through it.
+pub(crate) struct Loader<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) source: &'a str,
+    pub(crate) inline_secrets: bool,
+    /// Lines `check` prints and the service logs; the config is still used.
+    pub(crate) warnings: std::cell::RefCell<Vec<String>>,
+}
+
+impl Loader<'_> {
+    /// An error pointing at `span` of the file.
+    pub(crate) fn err_at(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            position: Some(line_column(self.source, span.start)),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the file as a whole.
+    pub(crate) fn err(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            position: None,
+            message: message.into(),
+        }
+    }
+
+    /// A humantime duration, `default` when absent.
+    pub(crate) fn duration(
+        &self,
+        value: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => match humantime::parse_duration(v.get_ref()) {
+                // Date arithmetic with absurd durations overflows; nothing here needs more than a few years.
+                Ok(d) if d > MAX_DURATION => Err(self.err_at(
+                    v.span(),
+                    format!(
+                        "duration `{}` is longer than 10 years; that cannot be meant",
+                        v.get_ref()
+                    ),
+                )),
+                Ok(d) => Ok(d),
+                Err(e) => Err(self.err_at(
+                    v.span(),
+                    format!(
+                        "invalid duration `{}` ({e}); write e.g. \"90s\", \"30m\", \"30d\"",
+                        v.get_ref()
+                    ),
+                )),
+            },
+        }
+    }
+
+    pub(super) fn schedule(
+        &self,
+        raw: Option<raw::Schedule>,
+    ) -> Result<ScheduleConfig, ConfigError> {
+        let raw = raw.unwrap_or(raw::Schedule {
+            cron: None,
+            jitter: None,
+        });
+        let cron = match &raw.cron {
+            None => DEFAULT_CRON.parse().expect("the default cron expression parses"),
+            Some(text) => text.get_ref().parse::<cron::Schedule>().map_err(|e| {
+                self.err_at(
+                    text.span(),
+                    format!(
+                        "schedule.cron `{}` is not a cron expression ({e}); it has seconds first, e.g. \"{DEFAULT_CRON}\"",
+                        text.get_ref()
+                    ),
+                )
+            })?,
+        };
+        // A schedule that never fires would leave the daemon idle forever without a word.
+        if cron.upcoming(chrono::Utc).next().is_none() {
+            let span = raw.cron.as_ref().map(|c| c.span()).unwrap_or_default();
+            return Err(self.err_at(
+                span,
+                "schedule.cron has no future tick; the daemon would never run a pass",
+            ));
+        }
+        Ok(ScheduleConfig {
+            cron,
+            jitter: self.duration(&raw.jitter, DEFAULT_JITTER)?,
+        })
+    }
+
+    fn directory(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+        match value.get_ref().as_str() {
+            "letsencrypt" => Ok(LETSENCRYPT.to_owned()),
+            "letsencrypt-staging" => Ok(LETSENCRYPT_STAGING.to_owned()),
+            url if url.starts_with("https://") && url.len() > "https://".len() => Ok(url.to_owned()),
+            other => Err(self.err_at(
+                value.span(),
+                format!("acme.{key} `{other}` is neither \"letsencrypt\", \"letsencrypt-staging\" nor an https:// URL"),
+            )),
+        }
+    }
+
+    pub(super) fn acme(
+        &mut self,
+        raw: Option<Spanned<raw::Acme>>,
+    ) -> Result<AcmeConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Err(self.err("missing [acme] section (at least `directory = \"letsencrypt\"`)"));
+        };
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let directory = match &raw.directory {
+            None => LETSENCRYPT.to_owned(),
+            Some(d) => self.directory("directory", d)?,
+        };
+        let staging_directory = match &raw.staging_directory {
+            None => None,
+            Some(d) => Some(self.directory("staging_directory", d)?),
+        };
+        self.inline_secrets |= raw.eab_hmac_key.is_some();
+        let eab = match &raw.eab_kid {
+            None if raw.eab_hmac_key.is_some()
+                || raw.eab_hmac_key_file.is_some()
+                || raw.eab_hmac_key_env.is_some() =>
+            {
+                return Err(self.err_at(span, "acme.eab_hmac_key_* is set but acme.eab_kid is not; set both from the CA's console"));
+            }
+            None => None,
+            Some(kid) => {
+                let key = self.secret(
+                    "eab_hmac_key",
+                    "acme",
+                    span.clone(),
+                    &raw.eab_hmac_key,
+                    &raw.eab_hmac_key_file,
+                    &raw.eab_hmac_key_env,
+                )?;
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.trim_end_matches('=').as_bytes())
+                    .map_err(|_| self.err_at(span.clone(), "the EAB HMAC key is not base64url; paste it as the CA's console shows it"))?;
+                Some(Eab {
+                    kid: kid.clone(),
+                    hmac_key: decoded.into(),
+                })
+            }
+        };
+        let trust_roots = match raw.trust_roots {
+            None => None,
+            Some(p) => {
+                let path = PathBuf::from(p.get_ref());
+                let text = read_bounded(&path).map_err(|e| {
+                    self.err_at(
+                        p.span(),
+                        format!("cannot read acme.trust_roots {}: {e}", path.display()),
+                    )
+                })?;
+                if crate::certs::parse_pem_certs(&text)
+                    .map(|c| c.is_empty())
+                    .unwrap_or(true)
+                {
+                    return Err(self.err_at(
+                        p.span(),
+                        format!(
+                            "acme.trust_roots {} holds no PEM certificate",
+                            path.display()
+                        ),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        for contact in &raw.contact {
+            if !contact.starts_with("mailto:") {
+                return Err(self.err(format!(
+                    "acme.contact `{contact}` must be a mailto: URI, e.g. \"mailto:ops@example.com\""
+                )));
+            }
+        }
+        Ok(AcmeConfig {
+            directory,
+            contact: raw.contact,
+            trust_roots,
+            key_type: raw.key_type.unwrap_or(KeyType::EcdsaP256),
+            key_format: raw.key_format.unwrap_or(KeyFormat::Traditional),
+            profile: raw.profile,
+            staging_directory,
+            eab,
+        })
+    }
+
+    /// Picks the named section, or the only one when no name is given.
+    fn pick<T>(
+        &self,
+        kind: &str,
+        name: &Option<Spanned<String>>,
+        sections: &BTreeMap<String, T>,
+        at: std::ops::Range<usize>,
+    ) -> Result<String, ConfigError> {
+        match name {
+            Some(n) if sections.contains_key(n.get_ref()) => Ok(n.get_ref().clone()),
+            Some(n) => Err(self.err_at(
+                n.span(),
+                format!(
+                    "{kind} = \"{}\" names no [{kind}.{}] section (defined: {})",
+                    n.get_ref(),
+                    n.get_ref(),
+                    list(sections.keys())
+                ),
+            )),
+            None if sections.len() == 1 => Ok(sections.keys().next().cloned().unwrap_or_default()),
+            None if sections.is_empty() => {
+                Err(self.err_at(at, format!("no [{kind}.NAME] section is defined")))
+            }
+            None => Err(self.err_at(
+                at,
+                format!(
+                    "several [{kind}.*] sections exist ({}); say which with `{kind} = \"NAME\"`",
+                    list(sections.keys())
+                ),
+            )),
+        }
+    }
+
+    pub(super) fn deployment(
+        &self,
+        raw: Spanned<raw::Deployment>,
+        dns: &BTreeMap<String, DnsConfig>,
+        emqx: &BTreeMap<String, EmqxConfig>,
+    ) -> Result<Deployment, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let id = raw.id.get_ref().clone();
+        if id.len() > MAX_ID_LEN {
+            return Err(self.err_at(
+                raw.id.span(),
+                format!("deployment id is {} characters long; at most {MAX_ID_LEN} are allowed (it names files in the state directory)", id.len()),
+            ));
+        }
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.err_at(
+                raw.id.span(),
+                format!("deployment id `{id}` must be the deployment ID from the console (letters, digits, - and _)"),
+            ));
+        }
+        if raw.domains.get_ref().is_empty() {
+            return Err(self.err_at(
+                raw.domains.span(),
+                format!("deployment {id}: domains is empty"),
+            ));
+        }
+        let mut domains: Vec<String> = Vec::new();
+        for d in raw.domains.get_ref() {
+            let name = d.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if let Err(why) = check_domain(&name) {
+                return Err(self.err_at(
+                    d.span(),
+                    format!("deployment {id}: domain `{}` {why}", d.get_ref()),
+                ));
+            }
+            if domains.contains(&name) {
+                return Err(self.err_at(
+                    d.span(),
+                    format!("deployment {id}: domain `{name}` is listed twice"),
+                ));
+            }
+            domains.push(name);
+        }
+        let client_ca_file = match &raw.client_ca_file {
+            None => None,
+            Some(p) => {
+                let path =
+                    expand_credentials_dir(p.get_ref()).map_err(|m| self.err_at(p.span(), m))?;
+                let pem = read_bounded(&path).map_err(|e| {
+                    self.err_at(
+                        p.span(),
+                        format!(
+                            "deployment {id}: cannot read client_ca_file {}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                if crate::certs::parse_pem_certs(&pem)
+                    .map(|c| c.is_empty())
+                    .unwrap_or(true)
+                {
+                    return Err(self.err_at(
+                        p.span(),
+                        format!(
+                            "deployment {id}: client_ca_file {} holds no PEM certificate",
+                            path.display()
+                        ),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        if raw.tls_type == Some(TlsType::TwoWay) && client_ca_file.is_none() {
+            return Err(self.err_at(
+                span,
+                format!("deployment {id}: tls_type = \"two-way\" needs client_ca_file (EMQX requires the client CA on every push)"),
+            ));
+        }
+        let target = match raw.files {
+            Some(files) => {
+                if let Some(key) = [
+                    raw.emqx.as_ref().map(|_| "emqx"),
+                    raw.tls_type.map(|_| "tls_type"),
+                    client_ca_file.as_ref().map(|_| "client_ca_file"),
+                ]
+                .into_iter()
+                .flatten()
+                .next()
+                {
+                    return Err(self.err_at(
+                        files.span(),
+                        format!("deployment {id}: a deployment with [deployment.files] is no EMQX deployment; remove `{key}`"),
+                    ));
+                }
+                TargetConfig::Files(crate::deploy::files::resolve(self, &id, files)?)
+            }
+            None => TargetConfig::Emqx(EmqxDeployment {
+                account: self.pick("emqx", &raw.emqx, emqx, span.clone())?,
+                tls_type: raw.tls_type,
+                client_ca_file,
+            }),
+        };
+        Ok(Deployment {
+            target,
+            dns: self.pick("dns", &raw.dns, dns, span)?,
+            id,
+            domains,
+            renew_before: match &raw.renew_before {
+                None => None,
+                Some(_) => Some(self.duration(&raw.renew_before, Duration::ZERO)?),
+            },
+            profile: raw.profile,
+            endpoint: match &raw.endpoint {
+                Some(e) if check_host_port(e.get_ref()).is_err() => {
+                    return Err(self.err_at(e.span(), format!("deployment {}: endpoint must be host:port with a port in 1–65535, e.g. \"mqtt.example.com:8883\"", raw.id.get_ref())));
+                }
+                other => other.as_ref().map(|e| e.get_ref().clone()),
+            },
+            endpoint_sni: raw.endpoint_sni,
+            verify_timeout: self.duration(&raw.verify_timeout, DEFAULT_VERIFY_TIMEOUT)?,
+        })
+    }
+}

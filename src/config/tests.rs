@@ -1,0 +1,290 @@
+use super::*;
+use std::io::Write as _;
+
+fn base(extra: &str) -> String {
+    format!(
+        r#"state_dir = "/tmp/x"
+[acme]
+directory = "letsencrypt-staging"
+[dns.primary]
+provider = "rfc2136"
+server = "127.0.0.1:53"
+tsig_key = "k"
+tsig_secret = "c2VjcmV0"
+[emqx.prod]
+url = "https://api.example/api/v1/"
+key = "app"
+secret = "s3cret"
+{extra}"#
+    )
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("c.toml"), text)
+}
+
+#[test]
+fn minimal_config_resolves_defaults_and_references() {
+    let c = parse(&base(
+        "[[deployment]]\nid = \"ge6a1a75\"\ndomains = [\"MQTT.example.com.\"]\n",
+    ))
+    .unwrap();
+    let d = &c.deployments[0];
+    assert_eq!(d.domains, ["mqtt.example.com"]);
+    assert_eq!(
+        (d.emqx().map(|e| e.account.as_str()), d.dns.as_str()),
+        (Some("prod"), "primary")
+    );
+    assert_eq!(c.emqx["prod"].url, "https://api.example/api/v1");
+    assert_eq!(c.dns["primary"].tsig_key, "k.");
+    assert_eq!(c.acme.directory, LETSENCRYPT_STAGING);
+    assert_eq!(c.acme.key_format, KeyFormat::Traditional);
+}
+
+#[test]
+fn unknown_key_reports_line_and_column() {
+    let e = parse(&base(
+        "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\nfoo = 1\n",
+    ))
+    .unwrap_err();
+    assert_eq!(e.position, Some((16, 1)), "{e}");
+    assert!(e.to_string().contains("unknown field `foo`"), "{e}");
+}
+
+#[test]
+fn two_way_without_client_ca_is_rejected() {
+    let e = parse(&base(
+        "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\ntls_type = \"two-way\"\n",
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("client_ca_file"), "{e}");
+}
+
+#[test]
+fn bad_domains_and_references_are_named() {
+    let e = parse(&base(
+        "[[deployment]]\nid = \"a\"\ndomains = [\"a.*.example.com\"]\n",
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("wildcard"), "{e}");
+    let e = parse(&base(
+        "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\nemqx = \"nope\"\n",
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("names no [emqx.nope]"), "{e}");
+    assert_eq!(e.position.map(|p| p.0), Some(16));
+}
+
+#[test]
+fn secrets_need_exactly_one_source_and_never_print() {
+    let text = base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n").replace(
+        "secret = \"s3cret\"",
+        "secret = \"s3cret\"\nsecret_env = \"X\"",
+    );
+    assert!(
+        parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one")
+    );
+    let c = parse(&base(
+        "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
+    ))
+    .unwrap();
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("c2VjcmV0"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn secret_file_and_inline_warning() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "from-file").unwrap();
+    let text = base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n").replace(
+        "secret = \"s3cret\"",
+        &format!("secret_file = \"{}\"", f.path().display()),
+    );
+    let c = parse(&text).unwrap();
+    use secrecy::ExposeSecret as _;
+    assert_eq!(c.emqx["prod"].secret.expose_secret(), "from-file");
+}
+
+#[test]
+fn schedule_defaults_and_errors() {
+    let c = parse(&base(
+        "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
+    ))
+    .unwrap();
+    assert_eq!(c.schedule.jitter, DEFAULT_JITTER);
+    let c = parse(&base(
+        "[schedule]\ncron = \"*/2 * * * * *\"\njitter = \"0s\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
+    ))
+    .unwrap();
+    assert!(c.schedule.jitter.is_zero());
+    let e = parse(&base("[schedule]\ncron = \"every day\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n"))
+        .unwrap_err();
+    assert_eq!(e.position, Some((14, 8)), "{e}");
+    let e = parse(&base(
+        "[schedule]\ncron = \"0 0 0 1 1 * 2020\"\n[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n",
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("no future tick"), "{e}");
+}
+
+#[test]
+fn key_types_use_the_documented_spelling() {
+    for (text, kt) in [
+        ("ecdsa-p256", KeyType::EcdsaP256),
+        ("ecdsa-p384", KeyType::EcdsaP384),
+        ("rsa-2048", KeyType::Rsa2048),
+    ] {
+        let c = parse(
+            &base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n").replace(
+                "directory = \"letsencrypt-staging\"",
+                &format!("directory = \"letsencrypt-staging\"\nkey_type = \"{text}\""),
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.acme.key_type, kt);
+        assert_eq!(kt.to_string(), text);
+    }
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    // The example names secret files that exist only on a real host; everything else is taken as written.
+    let text = include_str!("../../config/certkeeper.example.toml")
+        .replace(
+            "tsig_secret_file = \"/etc/certkeeper/tsig.secret\"",
+            "tsig_secret = \"c2VjcmV0\"",
+        )
+        .replace(
+            "secret_file = \"/etc/certkeeper/emqx.secret\"",
+            "secret = \"x\"",
+        );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.deployments[0].id, "ge6a1a75");
+    assert_eq!(c.schedule.jitter, DEFAULT_JITTER);
+}
+
+#[test]
+fn offsets_parse() {
+    assert_eq!(
+        parse_offset("+08:00"),
+        time::UtcOffset::from_hms(8, 0, 0).ok()
+    );
+    assert_eq!(
+        parse_offset("-0530"),
+        time::UtcOffset::from_hms(-5, -30, 0).ok()
+    );
+    assert_eq!(parse_offset("UTC"), Some(time::UtcOffset::UTC));
+    assert_eq!(parse_offset("8"), None);
+}
+
+#[test]
+fn offsets_beyond_23_59_are_refused() {
+    assert_eq!(
+        parse_offset("+23:59"),
+        time::UtcOffset::from_hms(23, 59, 0).ok()
+    );
+    for bad in ["+24:00", "-25:59", "+12:60"] {
+        assert_eq!(parse_offset(bad), None, "{bad}");
+    }
+    let err = parse(
+        &base("[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n").replace(
+            "secret = \"s3cret\"",
+            "secret = \"s3cret\"\nexpire_timezone = \"+25:00\"",
+        ),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("expire_timezone"), "{err}");
+}
+
+/// Each config passed `check` and failed at run time; each must now fail `check`, naming the key.
+#[test]
+fn configs_that_would_fail_at_run_time_fail_check() {
+    let d = "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n";
+    let long_id = "x".repeat(300);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            base(d).replace("tsig_secret = \"c2VjcmV0\"", "tsig_secret = \"\""),
+            "`tsig_secret` is empty",
+        ),
+        (
+            base(d).replace("tsig_secret = \"c2VjcmV0\"", "tsig_secret = \"  \""),
+            "`tsig_secret` is empty",
+        ),
+        (
+            base(d).replace("127.0.0.1:53", "127.0.0.1:99999"),
+            "port outside",
+        ),
+        (
+            base(d).replace("127.0.0.1:53", "127.0.0.1:0"),
+            "port outside",
+        ),
+        (base(d).replace("127.0.0.1:53", "::1:53"), "IPv6"),
+        (base(d).replace("a.example.com", "192.0.2.7"), "IP address"),
+        (
+            base(d).replace("a.example.com", "2001:db8::1"),
+            "IP address",
+        ),
+        (
+            base(d).replace("\"a.example.com\"", "\"[2001:db8::1]\""),
+            "IP address",
+        ),
+        (
+            base(d).replace("a.example.com", "a.example.123"),
+            "all-numeric",
+        ),
+        (
+            base(d).replace("id = \"a\"", &format!("id = \"{long_id}\"")),
+            "at most 128",
+        ),
+        (base(d).replace("api/v1/", "api/v1?x=1"), "without `?query`"),
+        (base(d).replace("api/v1/", "api/v1#top"), "without `?query`"),
+        (
+            base(d).replace("https://api.example", "https://u:p@api.example"),
+            "user:password@",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = parse(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
+
+#[test]
+fn plain_http_and_readable_secret_files_are_warned_about() {
+    let d = "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n";
+    let c = parse(&base(d).replace("https://api.example", "http://api.example")).unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.contains("plain http")),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse(&base(d).replace("https://api.example", "http://127.0.0.1:8080")).unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("plain http")),
+        "loopback: {:?}",
+        c.warnings
+    );
+
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "from-file").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = base(d).replace(
+        "secret = \"s3cret\"",
+        &format!("secret_file = \"{}\"", f.path().display()),
+    );
+    let c = parse(&text).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("secret_file") && w.contains("chmod 600")),
+        "{:?}",
+        c.warnings
+    );
+}
