@@ -59,8 +59,8 @@ fi
 
 # ---------------------------------------------------------------------------------------------------- binaries
 if [[ -z ${CERTKEEPER_BIN:-} || -z ${STANDIN_BIN:-} ]]; then
-	log "cargo build --release --bins"
-	(cd "$REPO" && cargo build --release --bins --quiet)
+	log "cargo build --release --workspace --bins"
+	(cd "$REPO" && cargo build --release --workspace --bins --quiet)
 	target_dir=${CARGO_TARGET_DIR:-$REPO/target}
 	CERTKEEPER_BIN=${CERTKEEPER_BIN:-$target_dir/release/certkeeper}
 	STANDIN_BIN=${STANDIN_BIN:-$target_dir/release/emqx-standin}

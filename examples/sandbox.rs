@@ -9,7 +9,7 @@
 //! looked up next to this example's executable (`target/<profile>/`); `CERTKEEPER_BIN` and `EMQX_STANDIN_BIN`
 //! override that.
 
-#[path = "../tests/common/bed.rs"]
+#[path = "../tests/it/common/bed.rs"]
 mod bed;
 
 use std::fs;

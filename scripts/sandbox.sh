@@ -80,7 +80,7 @@ if [ "${1:-}" = "--deps-only" ]; then
 fi
 
 say "Building certkeeper, emqx-standin and the sandbox"
-cargo build --bins --example sandbox
+cargo build --workspace --bins --example sandbox
 
 say "Running the sandbox (examples/sandbox.rs)"
 exec cargo run --quiet --example sandbox

@@ -5,7 +5,7 @@
 //! Every test has its own names (`t-<test>.example.test`), stand-in and state directory; those that count
 //! Pebble's orders or issuances hold the bed exclusively over all of their runs.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};

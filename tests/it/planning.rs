@@ -8,7 +8,7 @@
 //! is checked through the binary, with state records crafted where a certificate's lifetime must be one the
 //! bed's Pebble does not issue.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

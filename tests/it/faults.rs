@@ -5,7 +5,7 @@
 //! Every test has its own names (`t-<test>.example.test`), stand-in and state directory. Tests that count Pebble's
 //! orders or issuances hold the bed exclusively ([`common::Bed::exclusive`]) over all of their runs.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Read as _, Write as _};

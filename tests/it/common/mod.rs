@@ -38,7 +38,7 @@ pub fn bed() -> &'static Bed {
     BED.get_or_init(|| {
         let binaries = Binaries {
             certkeeper: env!("CARGO_BIN_EXE_certkeeper").into(),
-            standin: env!("CARGO_BIN_EXE_emqx-standin").into(),
+            standin: standin_binary(),
         };
         let bed = Bed::start(binaries, BedDir::Temporary)
             .unwrap_or_else(|e| panic!("the test bed did not start: {e}"));
@@ -55,6 +55,32 @@ pub fn bed() -> &'static Bed {
         }
         bed
     })
+}
+
+/// The stand-in's binary: another workspace package's, so no `CARGO_BIN_EXE_` names it. It sits in this test
+/// binary's profile directory (`target/debug/`) once `cargo test --workspace` has built the workspace;
+/// `EMQX_STANDIN_BIN` overrides.
+///
+/// # Panics
+/// When it is not there: the suite was started without `--workspace`.
+fn standin_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("EMQX_STANDIN_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/debug/deps/TEST-HASH → target/debug/emqx-standin
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/PROFILE/deps")
+        .join("emqx-standin");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the suite as `cargo test --workspace --all-features` (it builds crates/emqx-standin), \
+         or set EMQX_STANDIN_BIN",
+        path.display()
+    );
+    path
 }
 
 /// The key id of the External Account Binding that [`eab_pebble`] knows.

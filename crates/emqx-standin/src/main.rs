@@ -31,22 +31,14 @@
 
 #![warn(missing_docs)]
 
-// A binary's root file looks for modules beside it, so the paths name the directory.
-#[path = "emqx_standin/http.rs"]
 mod http;
-#[path = "emqx_standin/limiter.rs"]
 mod limiter;
-#[path = "emqx_standin/pki.rs"]
 mod pki;
-#[path = "emqx_standin/settings.rs"]
 mod settings;
-#[path = "emqx_standin/state.rs"]
 mod state;
-#[path = "emqx_standin/upload.rs"]
 mod upload;
 
 #[cfg(test)]
-#[path = "emqx_standin/tests.rs"]
 mod tests;
 
 use std::io::Write as _;

@@ -4,7 +4,7 @@
 //! The daemons run a 2-second cron without jitter. Every wait polls the daemon's log, the stand-in's request
 //! log or the state directory up to a deadline; daemons are killed when their [`Daemon`] drops.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write as _;

@@ -5,7 +5,7 @@
 //! the tests run in parallel against one Pebble and one knotd. Tests that count Pebble's orders or issuances take
 //! the bed exclusively for their runs ([`common::Bed::exclusive`]).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::Instant;

@@ -4,7 +4,7 @@
 //! Each test seeds the files with a self-signed certificate that is due (10 days left), starts its own broker,
 //! and checks what the listener serves, what the files hold and how many certificates Pebble issued.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;

@@ -1,0 +1,22 @@
+//! certkeeper's integration tests, in one binary so that the test bed (knotd + Pebble) starts once and
+//! `common` compiles once. One module per area:
+//!
+//! - [`renew`]: `renew`, `check` and `status` end to end against the EMQX stand-in.
+//! - [`files`]: the files target against a real mosquitto.
+//! - [`daemon`]: `certkeeper run`: cron, signals, sd_notify, the lock.
+//! - [`planning`]: ARI, the request budget, dry run, profiles, EAB.
+//! - [`faults`]: SIGKILL at each failpoint, the fault matrix, endpoint verification, secrets in logs.
+//! - [`regressions`]: one test per bug found in review.
+//! - [`fuzz_regressions`]: inputs the fuzzers found.
+//! - [`solver_knot`]: the RFC 2136 solver against knotd.
+
+mod common;
+
+mod daemon;
+mod faults;
+mod files;
+mod fuzz_regressions;
+mod planning;
+mod regressions;
+mod renew;
+mod solver_knot;
