@@ -1,25 +1,27 @@
-//! certkeeper keeps the TLS certificates of EMQX Cloud / EMQX Platform deployments fresh with ACME
-//! certificates, proving control of the names with DNS-01, without a human.
+//! certkeeper keeps the TLS certificates of MQTT brokers fresh with ACME certificates, proving control of the
+//! names with DNS-01, without a human: EMQX Cloud / EMQX Platform deployments through the vendor's TLS API, and
+//! self-hosted brokers through PEM files plus a reload command.
 //!
 //! One renewal of one deployment is a pipeline, and the modules follow it:
 //!
 //! ```text
-//! config ──► plan ──► acme ──► certs ──► target::emqx ──► verify ──► store
-//! (what)     (when)   (issue)  (check)   (push, wait)     (served?)   (record)
+//! config ──► pipeline ──► plan ──► acme + solver ──► certs ──► deploy::<kind> ──► verify ──► state
+//! (what)     (the pass)   (when)   (issue, DNS-01)   (check)   (push, wait)       (served?)  (record)
 //! ```
 //!
 //! # Layout
-//! - [`config`]: the TOML file, validated offline, secrets resolved.
-//! - [`store`]: the state directory (account, records, bundles, lock); atomic 0600 files.
-//! - [`plan`]: whether renewal is due.
+//! - [`config`]: the TOML file, validated offline, secrets resolved; each target and DNS provider owns its
+//!   section.
+//! - [`pipeline`]: one pass over the deployments, one function per persisted step, events.
+//! - [`deploy`]: the [`deploy::Target`] seam and its kinds, [`deploy::emqx`] and [`deploy::files`].
+//! - [`state`]: the [`state::StateStore`] seam; the state directory ([`state::Store`]) is its first backend.
+//! - [`plan`]: whether renewal is due (pure).
 //! - [`budget`]: the vendor's request budget per API key, persisted.
 //! - [`acme`]: account, order, DNS-01, finalize (instant-acme).
-//! - [`solver`]: DNS-01 record publication (RFC 2136 + TSIG).
+//! - [`solver`]: DNS-01 record publication (RFC 2136 + TSIG) and the TXT journal.
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
-//! - [`target`]: the deployment targets (the EMQX TLS API).
-//! - [`renew`]: one pass over the deployments, resumable from the persisted step.
-//! - [`verify`]: after `running`, the deployment's endpoint must serve the pushed certificate.
-//! - [`daemon`]: `certkeeper run`: cron ticks with jitter, signals, sd_notify ([`notify`], [`shutdown`]).
+//! - [`verify`]: the deployment's endpoint must serve the deployed certificate.
+//! - [`daemon`]: `certkeeper run`: cron ticks with jitter, signals, sd_notify ([`systemd`], [`shutdown`]).
 #![warn(missing_docs)]
 
 pub mod acme;

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(info) = certkeeper::certs::leaf_info(data) {
-        // The planner's arithmetic on the dates (plan.rs, renew.rs).
+        // The planner's arithmetic on the dates (plan.rs, pipeline/).
         let _ = info.not_after - info.not_before;
         let _ = info.not_after - certkeeper::plan::DEADLINE_MARGIN;
     }

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         None => (UtcOffset::UTC, data),
     };
     if let Ok(state) = certkeeper::deploy::emqx::client::parse_state(body, offset) {
-        // What the renewal pass does next with the date (renew.rs, plan.rs): it must not overflow either.
+        // What the renewal pass does next with the date (pipeline/, plan.rs): it must not overflow either.
         if let Some(expire) = state.expire {
             let now = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
             let _ = certkeeper::plan::plan(Some(expire), None, None, None, now);

@@ -7,7 +7,7 @@
 //! SIGHUP reload can validate a file without side effects.
 //!
 //! - this file: the resolved types and the top of the schema (`[acme]`, `[schedule]`, `[[deployment]]`);
-//! - `loader.rs`: the [`Loader`] every section resolves through (positions, durations, references);
+//! - `loader.rs`: the `Loader` every section resolves through (positions, durations, references);
 //! - `secrets.rs`: inline / `_file` / `_env` secrets and bounded file reads;
 //! - `values.rs`: host:port, offsets, DNS names, line and column.
 //!

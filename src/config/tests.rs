@@ -154,8 +154,12 @@ fn key_types_use_the_documented_spelling() {
 
 #[test]
 fn the_example_config_is_valid() {
-    // The example names secret files that exist only on a real host; everything else is taken as written.
+    // The example names secret files, a broker's directory and a reload program that exist only on a real
+    // host; everything else is taken as written.
+    let dir = tempfile::tempdir().unwrap();
     let text = include_str!("../../config/certkeeper.example.toml")
+        .replace("/etc/mosquitto/certs", &dir.path().display().to_string())
+        .replace("\"/usr/bin/systemctl\"", "\"sh\"")
         .replace(
             "tsig_secret_file = \"/etc/certkeeper/tsig.secret\"",
             "tsig_secret = \"c2VjcmV0\"",
@@ -167,6 +171,11 @@ fn the_example_config_is_valid() {
     let c = parse(&text).unwrap();
     assert_eq!(c.deployments[0].id, "ge6a1a75");
     assert_eq!(c.schedule.jitter, DEFAULT_JITTER);
+    let TargetConfig::Files(files) = &c.deployments[1].target else {
+        panic!("the second example deployment is a files target");
+    };
+    assert_eq!(files.key_mode, 0o600);
+    assert_eq!(files.reload, ["sh", "reload", "mosquitto"]);
 }
 
 #[test]

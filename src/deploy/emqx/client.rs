@@ -426,7 +426,7 @@ impl EmqxClient {
                     // reqwest errors carry the URL but never the auth header.
                     last = format!("{name} {url}: {}", error_chain(&e));
                     // A write that may have reached the vendor is not sent again blindly: the next pass asks the
-                    // vendor first (see renew.rs). Only a connection that never opened is safe to retry.
+                    // vendor first (see pipeline/steps.rs). Only a connection that never opened is safe to retry.
                     if kind == Kind::Write && !e.is_connect() {
                         return Err(EmqxError::Unavailable {
                             attempts: attempt,
