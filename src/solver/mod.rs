@@ -1,7 +1,8 @@
 //! DNS-01 challenge solvers: put the challenge TXT record into DNS, and take it out again.
 //!
 //! This module owns the [`Dns01Solver`] contract (lego's Present/CleanUp shape), the error type shared by every
-//! provider, and one file per provider: [`rfc2136`] speaks RFC 2136 dynamic updates signed with TSIG, which covers
+//! provider ([`SolverError`]; what only one provider reports is that provider's, e.g. [`Rfc2136Error`]), the
+//! DNS wire client the providers share (`dns.rs`: queries, zone discovery, the propagation check), and one file per provider: [`rfc2136`] speaks RFC 2136 dynamic updates signed with TSIG, which covers
 //! BIND, Knot, PowerDNS and most self-hosted primaries.
 //!
 //! A solver only touches DNS. It knows nothing of ACME orders or of which names share a certificate: the renew
@@ -11,15 +12,15 @@
 //! `present` returns only once the zone's primary answers the new value, so the pipeline needs no fixed sleep
 //! before asking the CA to validate.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub(crate) mod dns;
 pub mod journal;
 pub mod rfc2136;
 
-pub use rfc2136::{Rfc2136Settings, Rfc2136Solver, TsigAlgorithm};
+pub use rfc2136::{Rfc2136Error, Rfc2136Settings, Rfc2136Solver, TsigAlgorithm, TsigErrorCode};
 
 /// The label RFC 8555 §8.4 puts in front of the validated name.
 const CHALLENGE_LABEL: &str = "_acme-challenge";
@@ -126,46 +127,9 @@ pub enum SolverError {
         reason: String,
     },
 
-    /// The server refused the TSIG signature of an update (RCODE NOTAUTH with a TSIG error, RFC 8945 §5.2).
-    #[error(
-        "DNS server {server} rejected TSIG key `{key_name}` ({code}) for the update of TXT `{owner}` — {}",
-        code.hint()
-    )]
-    TsigRejected {
-        /// The server as configured.
-        server: String,
-        /// The TSIG key name that signed the update.
-        key_name: String,
-        /// The record owner the update was for.
-        owner: String,
-        /// The TSIG error the server returned.
-        code: TsigErrorCode,
-    },
-
-    /// The server refused the update (RCODE REFUSED): typically its update policy does not cover this key,
-    /// owner or record type.
-    #[error(
-        "DNS server {server} refused the update of TXT `{owner}` — check that the server's ACL allows key `{key_name}` to update TXT records there"
-    )]
-    Refused {
-        /// The server as configured.
-        server: String,
-        /// The record owner the update was for.
-        owner: String,
-        /// The TSIG key name that signed the update.
-        key_name: String,
-    },
-
-    /// The server is not authoritative for the zone named in the update (RCODE NOTAUTH without a TSIG error).
-    #[error(
-        "DNS server {server} is not authoritative for zone `{zone}` (NOTAUTH) — check the DNS provider's `zone` setting, or point `server` at the zone's primary"
-    )]
-    NotAuthoritative {
-        /// The server as configured.
-        server: String,
-        /// The zone named in the update.
-        zone: String,
-    },
+    /// A failure only an RFC 2136 server reports (TSIG, REFUSED, NOTAUTH, an update RCODE).
+    #[error(transparent)]
+    Rfc2136(#[from] rfc2136::Rfc2136Error),
 
     /// The owner is not inside the zone (RCODE NOTZONE, or found out before sending).
     #[error(
@@ -178,37 +142,6 @@ pub enum SolverError {
         owner: String,
         /// The zone the update named.
         zone: String,
-    },
-
-    /// Any other failure RCODE for an update (SERVFAIL, FORMERR, NOTIMP, ...).
-    #[error(
-        "DNS server {server} failed the update of TXT `{owner}` in zone `{zone}` ({rcode}) — check the server's log"
-    )]
-    UpdateFailed {
-        /// The server as configured.
-        server: String,
-        /// The record owner the update was for.
-        owner: String,
-        /// The zone the update named.
-        zone: String,
-        /// The RCODE mnemonic, e.g. `SERVFAIL`.
-        rcode: String,
-    },
-
-    /// The server claimed success, but the answer did not carry a valid TSIG signature for our key. The
-    /// change may or may not have happened; the answer cannot be trusted.
-    #[error(
-        "the answer of DNS server {server} to the update of TXT `{owner}` is not authenticated ({reason}) — check that the server signs answers with key `{key_name}`, and that nothing between us rewrites DNS"
-    )]
-    Unauthenticated {
-        /// The server as configured.
-        server: String,
-        /// The record owner the update was for.
-        owner: String,
-        /// The TSIG key name that signed the update.
-        key_name: String,
-        /// Why verification failed.
-        reason: String,
     },
 
     /// Zone discovery found no SOA for the owner or any of its parents on the server.
@@ -282,56 +215,6 @@ impl SolverError {
     }
 }
 
-/// The TSIG error a server returned for a signed message (RFC 8945 §3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TsigErrorCode {
-    /// BADKEY (17): the server does not know the key name or algorithm. Knot also answers BADKEY when its
-    /// ACL does not allow the key the update (owner or type outside the rule).
-    BadKey,
-    /// BADSIG (16): the MAC does not verify: the secrets differ.
-    BadSig,
-    /// BADTIME (18): the signing time is outside the server's fudge window: the clocks differ.
-    BadTime,
-    /// BADTRUNC (22): the server refused a truncated MAC.
-    BadTrunc,
-    /// Any other TSIG error code.
-    Other(u16),
-}
-
-impl TsigErrorCode {
-    /// Returns what to check for this error.
-    fn hint(self) -> &'static str {
-        match self {
-            Self::BadKey => {
-                "check that tsig_key and tsig_algorithm match a key the server knows, and that the server's ACL \
-                 lets this key update TXT records at this owner (Knot reports an ACL denial as BADKEY)"
-            }
-            Self::BadSig => {
-                "the TSIG secret does not match the server's: check tsig_key, tsig_algorithm and the tsig secret"
-            }
-            Self::BadTime => {
-                "this host's clock and the server's differ by more than the 300 s fudge: check NTP on both"
-            }
-            Self::BadTrunc | Self::Other(_) => {
-                "check tsig_key, tsig_algorithm and the tsig secret match the server's key"
-            }
-        }
-    }
-}
-
-impl fmt::Display for TsigErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::BadKey => f.write_str("BADKEY"),
-            Self::BadSig => f.write_str("BADSIG"),
-            Self::BadTime => f.write_str("BADTIME"),
-            Self::BadTrunc => f.write_str("BADTRUNC"),
-            Self::Other(code) => write!(f, "TSIG error {code}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,20 +244,6 @@ mod tests {
         let apex = TxtRecord::for_domain("example.com", "a");
         let wildcard = TxtRecord::for_domain("*.example.com", "b");
         assert_eq!(apex.fqdn, wildcard.fqdn);
-    }
-
-    #[test]
-    fn tsig_rejection_message_names_key_and_says_what_to_check() {
-        let err = SolverError::TsigRejected {
-            server: "127.0.0.1:15353".into(),
-            key_name: "acme-update.".into(),
-            owner: "_acme-challenge.example.test.".into(),
-            code: TsigErrorCode::BadSig,
-        };
-        let text = err.to_string();
-        assert!(text.contains("`acme-update.` (BADSIG)"), "{text}");
-        assert!(text.contains("tsig secret"), "{text}");
-        assert!(!err.is_transient());
     }
 
     #[test]

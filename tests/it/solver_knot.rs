@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use certkeeper::solver::{
-    Dns01Solver, Rfc2136Settings, Rfc2136Solver, SolverError, TsigAlgorithm, TsigErrorCode,
-    TxtRecord,
+    Dns01Solver, Rfc2136Error, Rfc2136Settings, Rfc2136Solver, SolverError, TsigAlgorithm,
+    TsigErrorCode, TxtRecord,
 };
 use secrecy::SecretSlice;
 use tempfile::TempDir;
@@ -415,10 +415,10 @@ async fn wrong_secret_is_a_tsig_rejection() {
     assert!(
         matches!(
             err,
-            SolverError::TsigRejected {
+            SolverError::Rfc2136(Rfc2136Error::TsigRejected {
                 code: TsigErrorCode::BadSig,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -442,10 +442,10 @@ async fn key_outside_the_acl_is_rejected() {
     assert!(
         matches!(
             err,
-            SolverError::TsigRejected {
+            SolverError::Rfc2136(Rfc2136Error::TsigRejected {
                 code: TsigErrorCode::BadKey,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -461,10 +461,10 @@ async fn key_outside_the_acl_is_rejected() {
     assert!(
         matches!(
             err,
-            SolverError::TsigRejected {
+            SolverError::Rfc2136(Rfc2136Error::TsigRejected {
                 code: TsigErrorCode::BadKey,
                 ..
-            }
+            })
         ),
         "{err}"
     );
