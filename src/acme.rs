@@ -19,7 +19,7 @@ use bytes::Bytes;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
     CertificateIdentifier, ChallengeType, ExternalAccountKey, HttpClient, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use secrecy::ExposeSecret as _;
 use secrecy::SecretString;
@@ -415,11 +415,25 @@ impl AcmeClient {
         before_finalize: &BeforeFinalize<'_>,
         presented: &mut Vec<TxtRecord>,
     ) -> Result<Bundle, AcmeError> {
+        let mut order = self.new_order(spec).await?;
+        tracing::info!(order = order.url(), names = %spec.domains.join(","), "ACME order created");
+        self.answer_challenges(&mut order, solver, presented)
+            .await?;
+        // 50 ms, 75 ms, 112 ms …: quick for a CA that validates at once, ~20 polls over the whole timeout.
+        let policy = poll_policy();
+        self.wait_ready(&mut order, &policy).await?;
+        self.finalize(&mut order, spec, before_finalize, &policy)
+            .await
+    }
+
+    /// Creates the order, with `replaces` when the replaced certificate is known; once more without it when
+    /// the CA refuses that for a reason that would not heal.
+    async fn new_order(&self, spec: &OrderSpec<'_>) -> Result<Order, AcmeError> {
         let OrderSpec {
             domains,
-            key_type,
             profile,
             replaces,
+            ..
         } = *spec;
         let ca_err = |action: &'static str| {
             move |e: instant_acme::Error| ca_error(&self.directory, action, e)
@@ -440,7 +454,7 @@ impl AcmeClient {
                 None
             }
         };
-        let mut order = match replaced {
+        let order = match replaced {
             Some(id) => match retrying!(
                 self.account
                     .new_order(&new_order().replaces(id.clone()))
@@ -462,8 +476,19 @@ impl AcmeClient {
             None => retrying!(self.account.new_order(&new_order()).await)
                 .map_err(ca_err("creating the order"))?,
         };
-        tracing::info!(order = order.url(), names = %domains.join(","), "ACME order created");
+        Ok(order)
+    }
 
+    /// Answers every authorization of `order` with DNS-01, publishing each record once (`presented`).
+    async fn answer_challenges(
+        &self,
+        order: &mut Order,
+        solver: &dyn Dns01Solver,
+        presented: &mut Vec<TxtRecord>,
+    ) -> Result<(), AcmeError> {
+        let ca_err = |action: &'static str| {
+            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
+        };
         // Answer every authorization. A transient failure on one is retried in a further round over the same
         // order: instant-acme keeps the authorizations it fetched and refetches only the ones that failed, and
         // `done` skips those already answered (a rejected nonce means the request was not processed).
@@ -536,10 +561,15 @@ impl AcmeClient {
                 }
             }
         }
+        Ok(())
+    }
 
-        // 50 ms, 75 ms, 112 ms …: quick for a CA that validates at once, ~20 polls over the whole timeout.
-        let policy = poll_policy();
-        let status = retrying!(order.poll_ready(&policy).await);
+    /// Waits until the CA validated every authorization; a failure names the identifier in the CA's words.
+    async fn wait_ready(&self, order: &mut Order, policy: &RetryPolicy) -> Result<(), AcmeError> {
+        let ca_err = |action: &'static str| {
+            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
+        };
+        let status = retrying!(order.poll_ready(policy).await);
         if !matches!(status, Ok(OrderStatus::Ready)) {
             // Name the failing identifier with the CA's own words, which is what the operator needs.
             let mut authorizations = order.authorizations();
@@ -569,7 +599,23 @@ impl AcmeClient {
                 },
             });
         }
+        Ok(())
+    }
 
+    /// Generates the certificate's key, saves the order (`before_finalize`), finalizes and downloads.
+    async fn finalize(
+        &self,
+        order: &mut Order,
+        spec: &OrderSpec<'_>,
+        before_finalize: &BeforeFinalize<'_>,
+        policy: &RetryPolicy,
+    ) -> Result<Bundle, AcmeError> {
+        let OrderSpec {
+            domains, key_type, ..
+        } = *spec;
+        let ca_err = |action: &'static str| {
+            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
+        };
         let key: SecretString = certs::generate_key(key_type)?;
         let csr = certs::csr_der(&key, domains)?;
         before_finalize(order.url(), &key)?;
@@ -584,7 +630,7 @@ impl AcmeClient {
         }
         // The CA may have issued by now: a hiccup from here on is retried on this order, never with a new one,
         // so that no second certificate is issued for the same renewal.
-        let chain_pem = retrying!(order.poll_certificate(&policy).await, DOWNLOAD_ATTEMPTS)
+        let chain_pem = retrying!(order.poll_certificate(policy).await, DOWNLOAD_ATTEMPTS)
             .map_err(ca_err("downloading the certificate"))?;
         fail::fail_point!("certificate-downloaded");
         tracing::info!(names = %domains.join(","), "certificate issued");

@@ -284,8 +284,6 @@ fn issue(
     out: &std::path::Path,
     wait_lock: Option<std::time::Duration>,
 ) -> u8 {
-    use secrecy::ExposeSecret as _;
-    use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     if !config.deployments.iter().any(|d| d.id == id) {
         eprintln!(
@@ -346,30 +344,42 @@ fn issue(
             Ok((key, bundle, info))
         });
     match result {
-        Ok((key, bundle, info)) => {
-            if let Err(e) = file
-                .write_all(key.expose_secret().as_bytes())
-                .and_then(|()| file.write_all(bundle.chain_pem.as_bytes()))
-                .and_then(|()| file.sync_all())
-            {
-                eprintln!("error: cannot write {}: {e}", out.display());
-                return EXIT_FAILED;
-            }
-            println!(
-                "{id}: certificate {} for {} written to {}, expires {}",
-                info.serial,
-                info.dns_names.join(","),
-                out.display(),
-                renew::day(info.not_after)
-            );
-            EXIT_OK
-        }
+        Ok((key, bundle, info)) => write_issued(&mut file, out, id, &key, &bundle, &info),
         Err(e) => {
             let _ = std::fs::remove_file(out);
             eprintln!("{id}: {e}");
             EXIT_FAILED
         }
     }
+}
+
+/// Writes the issued key and chain to `file` (created 0600 at `out`) and says so.
+fn write_issued(
+    file: &mut std::fs::File,
+    out: &std::path::Path,
+    id: &str,
+    key: &secrecy::SecretString,
+    bundle: &certkeeper::certs::Bundle,
+    info: &certkeeper::certs::LeafInfo,
+) -> u8 {
+    use secrecy::ExposeSecret as _;
+    use std::io::Write as _;
+    if let Err(e) = file
+        .write_all(key.expose_secret().as_bytes())
+        .and_then(|()| file.write_all(bundle.chain_pem.as_bytes()))
+        .and_then(|()| file.sync_all())
+    {
+        eprintln!("error: cannot write {}: {e}", out.display());
+        return EXIT_FAILED;
+    }
+    println!(
+        "{id}: certificate {} for {} written to {}, expires {}",
+        info.serial,
+        info.dns_names.join(","),
+        out.display(),
+        renew::day(info.not_after)
+    );
+    EXIT_OK
 }
 
 fn run(path: PathBuf, config: Config) -> u8 {

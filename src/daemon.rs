@@ -97,19 +97,7 @@ pub async fn run(
     agent.check_profiles().await?;
     let (trigger, stop) = shutdown::channel();
 
-    if let Some(every) = Notifier::watchdog_interval() {
-        // The watchdog is the one wake-up between ticks, and only when systemd asks for it. The runtime has a
-        // single thread, so a ping proves the event loop still turns: anything blocking it stops the pings, and
-        // every network wait inside a pass has its own timeout.
-        let watchdog = Notifier::from_env();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            loop {
-                interval.tick().await;
-                watchdog.watchdog();
-            }
-        });
-    }
+    spawn_watchdog();
 
     let mut last = "none yet".to_owned();
     // A deferred renewal wakes the daemon when the vendor budget allows it, not at the next cron tick.
@@ -172,17 +160,8 @@ pub async fn run(
                 if let Err(e) = &r.result {
                     tracing::error!(deployment = %r.id, "{e}");
                 }
-                // A deferral is a wake-up time, whether it is still in time or already past the deadline.
-                let until = match &r.result {
-                    Ok(renew::Done::Deferred { until, .. })
-                    | Err(renew::RenewError::DeferredPastDeadline { until, .. }) => Some(*until),
-                    _ => None,
-                };
-                if let Some(until) = until {
-                    deferred_until =
-                        Some(deferred_until.map_or(until, |t: OffsetDateTime| t.min(until)));
-                }
             }
+            deferred_until = earliest_deferral(reports);
             last = summarize(reports);
         }
         if stopping {
@@ -195,6 +174,36 @@ pub async fn run(
     notifier.stopping();
     tracing::info!("stopping");
     Ok(())
+}
+
+/// Pings systemd's watchdog, when it asks for one: the one wake-up between ticks.
+fn spawn_watchdog() {
+    let Some(every) = Notifier::watchdog_interval() else {
+        return;
+    };
+    // The runtime has a single thread, so a ping proves the event loop still turns: anything blocking it stops
+    // the pings, and every network wait inside a pass has its own timeout.
+    let watchdog = Notifier::from_env();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            interval.tick().await;
+            watchdog.watchdog();
+        }
+    });
+}
+
+/// The earliest time a deferred renewal of the pass may go on: the daemon wakes then rather than at the next
+/// tick. A deferral is a wake-up time whether it is still in time or already past the deadline.
+fn earliest_deferral(reports: &[Report]) -> Option<OffsetDateTime> {
+    reports
+        .iter()
+        .filter_map(|r| match &r.result {
+            Ok(renew::Done::Deferred { until, .. })
+            | Err(renew::RenewError::DeferredPastDeadline { until, .. }) => Some(*until),
+            _ => None,
+        })
+        .min()
 }
 
 /// Takes the lock (waiting for a manual pass to finish) and runs one pass; `None` if stopped while waiting.

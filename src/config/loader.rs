@@ -248,10 +248,40 @@ impl Loader<'_> {
     ) -> Result<Deployment, ConfigError> {
         let span = raw.span();
         let raw = raw.into_inner();
-        let id = raw.id.get_ref().clone();
+        let id = self.deployment_id(&raw.id)?;
+        let domains = self.domains(&id, &raw.domains)?;
+        let endpoint = match &raw.endpoint {
+            Some(e) if check_host_port(e.get_ref()).is_err() => {
+                return Err(self.err_at(e.span(), format!("deployment {id}: endpoint must be host:port with a port in 1–65535, e.g. \"mqtt.example.com:8883\"")));
+            }
+            other => other.as_ref().map(|e| e.get_ref().clone()),
+        };
+        let renew_before = match &raw.renew_before {
+            None => None,
+            Some(_) => Some(self.duration(&raw.renew_before, Duration::ZERO)?),
+        };
+        let verify_timeout = self.duration(&raw.verify_timeout, DEFAULT_VERIFY_TIMEOUT)?;
+        let dns = self.pick("dns", &raw.dns, dns, span.clone())?;
+        let (profile, endpoint_sni) = (raw.profile.clone(), raw.endpoint_sni.clone());
+        Ok(Deployment {
+            target: self.target(&id, span, raw, emqx)?,
+            dns,
+            id,
+            domains,
+            renew_before,
+            profile,
+            endpoint,
+            endpoint_sni,
+            verify_timeout,
+        })
+    }
+
+    /// A deployment id: it names state files, so it is short and plain.
+    fn deployment_id(&self, raw: &Spanned<String>) -> Result<String, ConfigError> {
+        let id = raw.get_ref().clone();
         if id.len() > MAX_ID_LEN {
             return Err(self.err_at(
-                raw.id.span(),
+                raw.span(),
                 format!("deployment id is {} characters long; at most {MAX_ID_LEN} are allowed (it names files in the state directory)", id.len()),
             ));
         }
@@ -261,18 +291,24 @@ impl Loader<'_> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(self.err_at(
-                raw.id.span(),
-                format!("deployment id `{id}` must be the deployment ID from the console (letters, digits, - and _)"),
+                raw.span(),
+                format!("deployment id `{id}` must use letters, digits, - and _ only (for EMQX: the deployment ID from the console)"),
             ));
         }
-        if raw.domains.get_ref().is_empty() {
-            return Err(self.err_at(
-                raw.domains.span(),
-                format!("deployment {id}: domains is empty"),
-            ));
+        Ok(id)
+    }
+
+    /// The certificate's names: lower-cased, without trailing dot, each valid and listed once.
+    fn domains(
+        &self,
+        id: &str,
+        raw: &Spanned<Vec<Spanned<String>>>,
+    ) -> Result<Vec<String>, ConfigError> {
+        if raw.get_ref().is_empty() {
+            return Err(self.err_at(raw.span(), format!("deployment {id}: domains is empty")));
         }
         let mut domains: Vec<String> = Vec::new();
-        for d in raw.domains.get_ref() {
+        for d in raw.get_ref() {
             let name = d.get_ref().trim_end_matches('.').to_ascii_lowercase();
             if let Err(why) = check_domain(&name) {
                 return Err(self.err_at(
@@ -288,83 +324,77 @@ impl Loader<'_> {
             }
             domains.push(name);
         }
+        Ok(domains)
+    }
+
+    /// Where the certificate goes: `[deployment.files]` makes a files target, anything else is EMQX.
+    fn target(
+        &self,
+        id: &str,
+        span: std::ops::Range<usize>,
+        raw: raw::Deployment,
+        emqx: &BTreeMap<String, EmqxConfig>,
+    ) -> Result<TargetConfig, ConfigError> {
         let client_ca_file = match &raw.client_ca_file {
             None => None,
-            Some(p) => {
-                let path =
-                    expand_credentials_dir(p.get_ref()).map_err(|m| self.err_at(p.span(), m))?;
-                let pem = read_bounded(&path).map_err(|e| {
-                    self.err_at(
-                        p.span(),
-                        format!(
-                            "deployment {id}: cannot read client_ca_file {}: {e}",
-                            path.display()
-                        ),
-                    )
-                })?;
-                if crate::certs::parse_pem_certs(&pem)
-                    .map(|c| c.is_empty())
-                    .unwrap_or(true)
-                {
-                    return Err(self.err_at(
-                        p.span(),
-                        format!(
-                            "deployment {id}: client_ca_file {} holds no PEM certificate",
-                            path.display()
-                        ),
-                    ));
-                }
-                Some(path)
-            }
+            Some(p) => Some(self.client_ca_file(id, p)?),
         };
+        if let Some(files) = raw.files {
+            let emqx_key = [
+                raw.emqx.as_ref().map(|_| "emqx"),
+                raw.tls_type.map(|_| "tls_type"),
+                client_ca_file.as_ref().map(|_| "client_ca_file"),
+            ]
+            .into_iter()
+            .flatten()
+            .next();
+            if let Some(key) = emqx_key {
+                return Err(self.err_at(
+                    files.span(),
+                    format!("deployment {id}: a deployment with [deployment.files] is no EMQX deployment; remove `{key}`"),
+                ));
+            }
+            return Ok(TargetConfig::Files(crate::deploy::files::resolve(
+                self, id, files,
+            )?));
+        }
         if raw.tls_type == Some(TlsType::TwoWay) && client_ca_file.is_none() {
             return Err(self.err_at(
                 span,
                 format!("deployment {id}: tls_type = \"two-way\" needs client_ca_file (EMQX requires the client CA on every push)"),
             ));
         }
-        let target = match raw.files {
-            Some(files) => {
-                if let Some(key) = [
-                    raw.emqx.as_ref().map(|_| "emqx"),
-                    raw.tls_type.map(|_| "tls_type"),
-                    client_ca_file.as_ref().map(|_| "client_ca_file"),
-                ]
-                .into_iter()
-                .flatten()
-                .next()
-                {
-                    return Err(self.err_at(
-                        files.span(),
-                        format!("deployment {id}: a deployment with [deployment.files] is no EMQX deployment; remove `{key}`"),
-                    ));
-                }
-                TargetConfig::Files(crate::deploy::files::resolve(self, &id, files)?)
-            }
-            None => TargetConfig::Emqx(EmqxDeployment {
-                account: self.pick("emqx", &raw.emqx, emqx, span.clone())?,
-                tls_type: raw.tls_type,
-                client_ca_file,
-            }),
-        };
-        Ok(Deployment {
-            target,
-            dns: self.pick("dns", &raw.dns, dns, span)?,
-            id,
-            domains,
-            renew_before: match &raw.renew_before {
-                None => None,
-                Some(_) => Some(self.duration(&raw.renew_before, Duration::ZERO)?),
-            },
-            profile: raw.profile,
-            endpoint: match &raw.endpoint {
-                Some(e) if check_host_port(e.get_ref()).is_err() => {
-                    return Err(self.err_at(e.span(), format!("deployment {}: endpoint must be host:port with a port in 1–65535, e.g. \"mqtt.example.com:8883\"", raw.id.get_ref())));
-                }
-                other => other.as_ref().map(|e| e.get_ref().clone()),
-            },
-            endpoint_sni: raw.endpoint_sni,
-            verify_timeout: self.duration(&raw.verify_timeout, DEFAULT_VERIFY_TIMEOUT)?,
-        })
+        Ok(TargetConfig::Emqx(EmqxDeployment {
+            account: self.pick("emqx", &raw.emqx, emqx, span)?,
+            tls_type: raw.tls_type,
+            client_ca_file,
+        }))
+    }
+
+    /// A client CA bundle for two-way TLS: readable, and holding at least one certificate.
+    fn client_ca_file(&self, id: &str, p: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        let path = expand_credentials_dir(p.get_ref()).map_err(|m| self.err_at(p.span(), m))?;
+        let pem = read_bounded(&path).map_err(|e| {
+            self.err_at(
+                p.span(),
+                format!(
+                    "deployment {id}: cannot read client_ca_file {}: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        if crate::certs::parse_pem_certs(&pem)
+            .map(|c| c.is_empty())
+            .unwrap_or(true)
+        {
+            return Err(self.err_at(
+                p.span(),
+                format!(
+                    "deployment {id}: client_ca_file {} holds no PEM certificate",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(path)
     }
 }

@@ -437,101 +437,13 @@ impl EmqxClient {
                     }
                     None
                 }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = retry_after(&resp);
-                    let location = resp
-                        .headers()
-                        .get(reqwest::header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    let text = read_limited(resp).await;
-                    tracing::debug!(method = name, %url, status = status.as_u16(), "EMQX API answer");
-                    match status.as_u16() {
-                        200..=299 => {
-                            return text.map_err(|detail| EmqxError::BadResponse { detail });
-                        }
-                        401 => {
-                            return Err(EmqxError::Unauthorized {
-                                account: self.config.name.clone(),
-                            });
-                        }
-                        403 => {
-                            return Err(EmqxError::Forbidden {
-                                account: self.config.name.clone(),
-                            });
-                        }
-                        404 => {
-                            return Err(EmqxError::NotFound {
-                                account: self.config.name.clone(),
-                            });
-                        }
-                        422 => {
-                            return Err(EmqxError::Rejected {
-                                message: vendor_message(&text.unwrap_or_default()),
-                            });
-                        }
-                        429 => {
-                            let announced = retry_after.is_some();
-                            // Whatever the vendor says, a block longer than a day is read as a day: the date
-                            // arithmetic must not overflow, and a pass a day later simply asks again.
-                            let wait = retry_after
-                                .unwrap_or(self.default_retry_after)
-                                .min(MAX_BLOCK);
-                            let until = OffsetDateTime::now_utc() + wait;
-                            self.budget.block(&self.config.key, until)?;
-                            last = format!(
-                                "{name} {url}: 429 Too Many Requests (Retry-After {})",
-                                if announced {
-                                    format!("{}s", wait.as_secs())
-                                } else {
-                                    "absent or unreadable".into()
-                                }
-                            );
-                            let may_wait = wait <= MAX_RETRY_AFTER
-                                && attempt < MAX_ATTEMPTS
-                                && (announced
-                                    || !self.waited_unannounced.swap(true, Ordering::Relaxed));
-                            // A long wait, none left to try, or a second unannounced one: defer rather than fail;
-                            // the budget is blocked.
-                            if !may_wait {
-                                return Err(EmqxError::Budget(crate::budget::Exhausted {
-                                    key: self.config.key.clone(),
-                                    until,
-                                    why: if announced {
-                                        "the vendor answered 429"
-                                    } else {
-                                        "the vendor answered 429 without a usable Retry-After"
-                                    },
-                                }));
-                            }
-                            Some(wait)
-                        }
-                        300..=399 => {
-                            return Err(EmqxError::Redirected {
-                                account: self.config.name.clone(),
-                                method: name,
-                                status: status.as_u16(),
-                                location: location_origin(&url, location.as_deref()),
-                            });
-                        }
-                        s if s >= 500 => {
-                            last = format!(
-                                "{name} {url}: HTTP {s} ({})",
-                                vendor_message(&text.unwrap_or_default())
-                            );
-                            None
-                        }
-                        s => {
-                            return Err(EmqxError::BadResponse {
-                                detail: format!(
-                                    "{name} answered HTTP {s}: {}",
-                                    vendor_message(&text.unwrap_or_default())
-                                ),
-                            });
-                        }
+                Ok(resp) => match self.answer(name, &url, attempt, resp).await? {
+                    Answer::Body(body) => return Ok(body),
+                    Answer::Retry { wait, why } => {
+                        last = why;
+                        wait
                     }
-                }
+                },
             };
             if attempt < MAX_ATTEMPTS {
                 let backoff =
@@ -546,10 +458,121 @@ impl EmqxClient {
         })
     }
 
+    /// What one HTTP answer means: the body, a reason to try again (and when), or the error it is.
+    async fn answer(
+        &self,
+        name: &'static str,
+        url: &str,
+        attempt: u32,
+        resp: reqwest::Response,
+    ) -> Result<Answer, EmqxError> {
+        let status = resp.status();
+        let retry_after = retry_after(&resp);
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = read_limited(resp).await;
+        tracing::debug!(method = name, %url, status = status.as_u16(), "EMQX API answer");
+        match status.as_u16() {
+            200..=299 => text
+                .map(Answer::Body)
+                .map_err(|detail| EmqxError::BadResponse { detail }),
+            401 => Err(EmqxError::Unauthorized {
+                account: self.config.name.clone(),
+            }),
+            403 => Err(EmqxError::Forbidden {
+                account: self.config.name.clone(),
+            }),
+            404 => Err(EmqxError::NotFound {
+                account: self.config.name.clone(),
+            }),
+            422 => Err(EmqxError::Rejected {
+                message: vendor_message(&text.unwrap_or_default()),
+            }),
+            429 => self.throttled(name, url, attempt, retry_after),
+            300..=399 => Err(EmqxError::Redirected {
+                account: self.config.name.clone(),
+                method: name,
+                status: status.as_u16(),
+                location: location_origin(url, location.as_deref()),
+            }),
+            s if s >= 500 => Ok(Answer::Retry {
+                wait: None,
+                why: format!(
+                    "{name} {url}: HTTP {s} ({})",
+                    vendor_message(&text.unwrap_or_default())
+                ),
+            }),
+            s => Err(EmqxError::BadResponse {
+                detail: format!(
+                    "{name} answered HTTP {s}: {}",
+                    vendor_message(&text.unwrap_or_default())
+                ),
+            }),
+        }
+    }
+
+    /// A 429: the key's budget is blocked until the vendor's `Retry-After`; a short announced wait (or the
+    /// pass's one unannounced one) is waited out, anything else defers.
+    fn throttled(
+        &self,
+        name: &'static str,
+        url: &str,
+        attempt: u32,
+        retry_after: Option<Duration>,
+    ) -> Result<Answer, EmqxError> {
+        let announced = retry_after.is_some();
+        // Whatever the vendor says, a block longer than a day is read as a day: the date
+        // arithmetic must not overflow, and a pass a day later simply asks again.
+        let wait = retry_after
+            .unwrap_or(self.default_retry_after)
+            .min(MAX_BLOCK);
+        let until = OffsetDateTime::now_utc() + wait;
+        self.budget.block(&self.config.key, until)?;
+        let why = format!(
+            "{name} {url}: 429 Too Many Requests (Retry-After {})",
+            if announced {
+                format!("{}s", wait.as_secs())
+            } else {
+                "absent or unreadable".into()
+            }
+        );
+        let may_wait = wait <= MAX_RETRY_AFTER
+            && attempt < MAX_ATTEMPTS
+            && (announced || !self.waited_unannounced.swap(true, Ordering::Relaxed));
+        // A long wait, none left to try, or a second unannounced one: defer rather than fail;
+        // the budget is blocked.
+        if !may_wait {
+            return Err(EmqxError::Budget(crate::budget::Exhausted {
+                key: self.config.key.clone(),
+                until,
+                why: if announced {
+                    "the vendor answered 429"
+                } else {
+                    "the vendor answered 429 without a usable Retry-After"
+                },
+            }));
+        }
+        Ok(Answer::Retry {
+            wait: Some(wait),
+            why,
+        })
+    }
+
     fn parse_state(&self, body: &[u8]) -> Result<TlsState, EmqxError> {
         parse_state(body, self.config.expire_offset)
             .map_err(|detail| EmqxError::BadResponse { detail })
     }
+}
+
+/// What [`EmqxClient::answer`] made of one HTTP answer.
+enum Answer {
+    /// Success: the body.
+    Body(Vec<u8>),
+    /// Worth another attempt: after `wait` (the vendor's), else the backoff; `why` for the log and the error.
+    Retry { wait: Option<Duration>, why: String },
 }
 
 /// Parses a `GET`/write answer. Public for the fuzz and unit tests.

@@ -132,40 +132,7 @@ pub(crate) fn resolve(
 ) -> Result<EmqxConfig, ConfigError> {
     let span = raw.span();
     let raw = raw.into_inner();
-    let url = raw.url.get_ref().trim_end_matches('/').to_owned();
-    let parsed = reqwest::Url::parse(&url)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
-    let Some(parsed) = parsed else {
-        return Err(cx.err_at(
-            raw.url.span(),
-            format!("[emqx.{name}] url `{url}` is not an http(s) URL; copy the API address from the console"),
-        ));
-    };
-    // The path `/deployments/{id}/tls` is appended to the URL: a query, a fragment or credentials in it would
-    // end up somewhere else than intended (and credentials in logs).
-    if parsed.query().is_some()
-        || parsed.fragment().is_some()
-        || !parsed.username().is_empty()
-        || parsed.password().is_some()
-    {
-        return Err(cx.err_at(
-            raw.url.span(),
-            format!("[emqx.{name}] url must be the API base address only, without `?query`, `#fragment` or user:password@ (the key and secret have their own settings)"),
-        ));
-    }
-    // Loopback traffic never leaves the host (the README sandbox and the tests use one).
-    let host = parsed.host_str().unwrap_or_default();
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if parsed.scheme() == "http" && !loopback {
-        cx.warnings.borrow_mut().push(format!(
-            "[emqx.{name}] url `{url}` is plain http: the API secret and every private key pushed travel unencrypted; use https"
-        ));
-    }
+    let url = api_url(cx, name, &raw.url)?;
     cx.inline_secrets |= raw.secret.is_some();
     let secret = cx.secret(
         "secret",
@@ -232,4 +199,44 @@ pub(crate) fn resolve(
         import_minimum: cx.duration(&raw.import_minimum, DEFAULT_IMPORT_MINIMUM)?,
         issuer_key_match: raw.issuer_key_match.unwrap_or(IssuerKeyMatch::Warn),
     })
+}
+
+/// The API base URL: http(s), a host, no query, fragment or credentials; plain http only warned about when it
+/// leaves the host.
+fn api_url(cx: &Loader<'_>, name: &str, raw: &Spanned<String>) -> Result<String, ConfigError> {
+    let url = raw.get_ref().trim_end_matches('/').to_owned();
+    let parsed = reqwest::Url::parse(&url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+    let Some(parsed) = parsed else {
+        return Err(cx.err_at(
+            raw.span(),
+            format!("[emqx.{name}] url `{url}` is not an http(s) URL; copy the API address from the console"),
+        ));
+    };
+    // The path `/deployments/{id}/tls` is appended to the URL: a query, a fragment or credentials in it would
+    // end up somewhere else than intended (and credentials in logs).
+    if parsed.query().is_some()
+        || parsed.fragment().is_some()
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+    {
+        return Err(cx.err_at(
+            raw.span(),
+            format!("[emqx.{name}] url must be the API base address only, without `?query`, `#fragment` or user:password@ (the key and secret have their own settings)"),
+        ));
+    }
+    // Loopback traffic never leaves the host (the README sandbox and the tests use one).
+    let host = parsed.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if parsed.scheme() == "http" && !loopback {
+        cx.warnings.borrow_mut().push(format!(
+            "[emqx.{name}] url `{url}` is plain http: the API secret and every private key pushed travel unencrypted; use https"
+        ));
+    }
+    Ok(url)
 }
