@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
-use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
+use super::wire::vendor_message;
+pub use super::wire::{EXPIRE_YEARS, Status, TlsState, Upload, parse_expire, parse_state};
 use crate::budget::{Budget, ChargeError, Kind, Limits};
-use crate::config::{EmqxConfig, TlsType};
+use crate::config::EmqxConfig;
 
 /// How many times one logical request is tried when failures are transient.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -35,47 +35,8 @@ pub const MAX_BLOCK: Duration = crate::budget::MAX_BLOCK;
 /// and client: the vendor did not say when it will accept requests again, so asking again and again would
 /// only spend the hourly budget.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// The earliest and latest year an `expire` may name. Beyond these the date arithmetic of the planner and the
-/// state files cannot represent it, and no real certificate lives there.
-pub const EXPIRE_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
-
 /// Largest response body read; the documented bodies are a few dozen bytes.
 const MAX_BODY: usize = 64 * 1024;
-
-/// The deployment's certificate state as `GET` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsState {
-    /// `tlsType` as reported (`None` when absent).
-    pub tls_type: Option<String>,
-    /// Expiry of the certificate in use; `None` when there is none.
-    pub expire: Option<OffsetDateTime>,
-    /// `status`, trimmed.
-    pub status: Status,
-}
-
-/// `status` of the deployment's certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    /// Serving the certificate.
-    Running,
-    /// Being applied.
-    Pending,
-    /// No status field (no certificate).
-    Absent,
-    /// A value the docs do not list, kept verbatim.
-    Other(String),
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Status::Running => f.write_str("running"),
-            Status::Pending => f.write_str("pending"),
-            Status::Absent => f.write_str("(none)"),
-            Status::Other(s) => write!(f, "{s:?}"),
-        }
-    }
-}
 
 /// What failed talking to the EMQX API. Messages say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -173,30 +134,6 @@ impl EmqxError {
             self,
             EmqxError::Budget(_) | EmqxError::Unavailable { .. } | EmqxError::WaitTimeout { .. }
         )
-    }
-}
-
-/// Body of `POST`/`PUT`.
-#[derive(Serialize)]
-pub struct Upload<'a> {
-    /// `one-way` or `two-way`.
-    #[serde(rename = "tlsType")]
-    pub tls_type: TlsType,
-    /// Leaf then chain, PEM.
-    pub cert: &'a str,
-    /// Private key PEM.
-    pub key: &'a str,
-    /// Client CA PEM, two-way only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cacert: Option<&'a str>,
-}
-
-impl fmt::Debug for Upload<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upload")
-            .field("tls_type", &self.tls_type)
-            .field("key", &"[redacted]")
-            .finish_non_exhaustive()
     }
 }
 
@@ -575,70 +512,6 @@ enum Answer {
     Retry { wait: Option<Duration>, why: String },
 }
 
-/// Parses a `GET`/write answer. Public for the fuzz and unit tests.
-///
-/// # Errors
-/// A description of what does not follow the docs.
-pub fn parse_state(body: &[u8], offset: time::UtcOffset) -> Result<TlsState, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let obj = value.as_object().ok_or("body is not a JSON object")?;
-    let field = |name: &str| -> Result<Option<&str>, String> {
-        match obj.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s.trim())),
-            Some(other) => Err(format!("`{name}` is not a string: {other}")),
-        }
-    };
-    let undocumented: Vec<&str> = obj
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !matches!(*k, "tlsType" | "tls_type" | "expire" | "status"))
-        .take(10)
-        .collect();
-    if !undocumented.is_empty() {
-        tracing::info!(fields = ?undocumented, "EMQX API answered undocumented fields; ignored");
-    }
-    let tls_type = field("tlsType")?
-        .or(field("tls_type")?)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned);
-    let expire = match field("expire")?.filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(parse_expire(s, offset).ok_or_else(|| {
-            format!(
-                "`expire` {s:?} is not a date between the years {} and {}",
-                EXPIRE_YEARS.start(),
-                EXPIRE_YEARS.end()
-            )
-        })?),
-    };
-    let status = match field("status")?.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("") => Status::Absent,
-        Some("running") => Status::Running,
-        Some("pending") => Status::Pending,
-        Some(other) => Status::Other(other.to_owned()),
-    };
-    Ok(TlsState {
-        tls_type,
-        expire,
-        status,
-    })
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in `offset`, or RFC 3339; in UTC, and only within [`EXPIRE_YEARS`].
-pub fn parse_expire(text: &str, offset: time::UtcOffset) -> Option<OffsetDateTime> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    let parsed = OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
-        time::PrimitiveDateTime::parse(text, &fmt)
-            .ok()
-            .map(|t| t.assume_offset(offset))
-    })?;
-    parsed
-        .checked_to_offset(time::UtcOffset::UTC)
-        .filter(|t| EXPIRE_YEARS.contains(&t.year()))
-}
-
 /// `scheme://host:port` of a `Location`, resolved against the request URL; never its path or query.
 fn location_origin(request: &str, location: Option<&str>) -> String {
     let Some(location) = location else {
@@ -689,22 +562,6 @@ async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The vendor's error message from a body, cut to one short line.
-fn vendor_message(body: &[u8]) -> String {
-    let text = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.is_empty() {
-        "no message".into()
-    } else if line.chars().count() > 200 {
-        format!("{}…", line.chars().take(200).collect::<String>())
-    } else {
-        line
-    }
-}
-
 /// `err: cause: cause` on one line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
@@ -725,208 +582,4 @@ fn jittered(d: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::{datetime, offset};
-
-    #[test]
-    fn documented_answer_parses() {
-        let s = parse_state(
-            br#"{"expire":"2034-05-22 02:43:21","status":"running","tlsType":"one-way"}"#,
-            offset!(UTC),
-        )
-        .unwrap();
-        assert_eq!(s.expire, Some(datetime!(2034-05-22 02:43:21 UTC)));
-        assert_eq!(s.status, Status::Running);
-        assert_eq!(s.tls_type.as_deref(), Some("one-way"));
-    }
-
-    #[test]
-    fn old_dialect_and_zone_offset() {
-        let s = parse_state(
-            br#"{"expire":"2034-05-22 10:43:21","status":" pending","tls_type":"two-way","extra":1}"#,
-            offset!(+8),
-        )
-        .unwrap();
-        assert_eq!(s.expire, Some(datetime!(2034-05-22 02:43:21 UTC)));
-        assert_eq!(s.status, Status::Pending);
-        assert_eq!(s.tls_type.as_deref(), Some("two-way"));
-    }
-
-    #[test]
-    fn no_certificate_and_rfc3339_and_unknown_status() {
-        assert_eq!(parse_state(b"{}", offset!(UTC)).unwrap().expire, None);
-        let s = parse_state(
-            br#"{"expire":"2034-05-22T02:43:21Z","status":"failed"}"#,
-            offset!(UTC),
-        )
-        .unwrap();
-        assert_eq!(s.expire, Some(datetime!(2034-05-22 02:43:21 UTC)));
-        assert_eq!(s.status, Status::Other("failed".into()));
-    }
-
-    #[test]
-    fn malformed_answers_are_errors_not_panics() {
-        for body in [
-            &b"not json"[..],
-            b"[]",
-            br#"{"expire": 5}"#,
-            br#"{"expire":"tomorrow"}"#,
-            b"\xff\xfe",
-        ] {
-            assert!(parse_state(body, offset!(UTC)).is_err(), "{body:?}");
-        }
-    }
-
-    #[test]
-    fn upload_debug_hides_the_key() {
-        let u = Upload {
-            tls_type: TlsType::OneWay,
-            cert: "C",
-            key: "-----BEGIN EC PRIVATE KEY-----secret",
-            cacert: None,
-        };
-        assert!(!format!("{u:?}").contains("secret"));
-        let json = serde_json::to_string(&u).unwrap();
-        assert!(
-            json.contains(r#""tlsType":"one-way""#) && !json.contains("cacert"),
-            "{json}"
-        );
-    }
-
-    #[test]
-    fn http_dates_parse() {
-        assert_eq!(
-            httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(datetime!(1994-11-06 08:49:37 UTC))
-        );
-    }
-
-    #[test]
-    fn expiries_outside_years_1_to_9999_are_refused() {
-        for text in [
-            "0000-01-01 00:00:00",
-            "0000-12-31T23:59:59Z",
-            "0001-01-01T00:30:00+01:00",
-            "9999-12-31T23:30:00-01:00",
-            "-0001-05-01 00:00:00",
-        ] {
-            assert_eq!(parse_expire(text, offset!(UTC)), None, "{text}");
-        }
-        assert_eq!(
-            parse_expire("0001-01-01 00:00:00", offset!(UTC)),
-            Some(datetime!(0001-01-01 00:00:00 UTC))
-        );
-        let err = parse_state(br#"{"expire":"0000-01-02 00:00:00"}"#, offset!(UTC)).unwrap_err();
-        assert!(err.contains("between the years 1 and 9999"), "{err}");
-        // A zone-less expiry read in a large offset lands in UTC, still representable.
-        assert_eq!(
-            parse_expire("0001-01-02 23:00:00", offset!(+23:59)),
-            Some(datetime!(0001-01-01 23:01:00 UTC))
-        );
-    }
-
-    #[test]
-    fn a_redirect_names_only_the_origin_of_its_location() {
-        let base = "https://api.example.test/api/v1/deployments/d/tls";
-        assert_eq!(
-            location_origin(base, Some("https://evil.example:8443/x?token=abc")),
-            "https://evil.example:8443"
-        );
-        assert_eq!(
-            location_origin(base, Some("/elsewhere")),
-            "https://api.example.test"
-        );
-        assert_eq!(location_origin(base, None), "no Location");
-    }
-
-    /// A one-thread HTTP server answering every request with `answer`; returns its URL and a request counter.
-    fn canned_server(answer: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::io::{BufRead as _, BufReader, Write as _};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = count.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                seen.fetch_add(1, Ordering::SeqCst);
-                let _ = (&stream).write_all(answer.as_bytes());
-            }
-        });
-        (url, count)
-    }
-
-    fn client_for(url: String, store: &crate::state::Store) -> EmqxClient {
-        let config = EmqxConfig {
-            name: "main".into(),
-            url,
-            key: "k".into(),
-            secret: "s".to_owned().into(),
-            expire_offset: time::UtcOffset::UTC,
-            poll_interval: Duration::from_millis(10),
-            request_timeout: Duration::from_secs(5),
-            wait_timeout: Duration::from_secs(1),
-            get_limit: 60,
-            write_limit: 6,
-            inspect_interval: Duration::from_secs(3600),
-            import_minimum: Duration::ZERO,
-            issuer_key_match: crate::config::IssuerKeyMatch::Warn,
-            rate_window: Duration::from_secs(3600),
-        };
-        let budget = Arc::new(Budget::load(store).unwrap());
-        let mut client = EmqxClient::new(vendor_http().unwrap(), config, budget);
-        client.default_retry_after = Duration::from_millis(20);
-        client
-    }
-
-    #[tokio::test]
-    async fn a_429_without_retry_after_is_waited_out_once_per_pass() {
-        let (url, count) = canned_server(
-            "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let store = crate::state::Store::open(tmp.path()).unwrap();
-        let client = client_for(url, &store);
-        let sent = || count.load(Ordering::SeqCst);
-
-        let err = client.inspect("d").await.unwrap_err();
-        assert!(matches!(err, EmqxError::Budget(_)), "{err}");
-        assert!(
-            err.to_string().contains("without a usable Retry-After"),
-            "{err}"
-        );
-        assert_eq!(sent(), 2, "one wait, then deferred");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        client.inspect("d").await.unwrap_err();
-        assert_eq!(sent(), 3, "the pass already waited once: no second wait");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        client.begin_pass();
-        client.inspect("d").await.unwrap_err();
-        assert_eq!(sent(), 5, "a new pass may wait once again");
-    }
-
-    #[tokio::test]
-    async fn a_redirect_is_an_error_and_is_not_followed() {
-        let (url, count) = canned_server(
-            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let store = crate::state::Store::open(tmp.path()).unwrap();
-        let client = client_for(url, &store);
-        let err = client.inspect("d").await.unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("HTTP 307 to http://127.0.0.1:9")
-                && text.contains("never follows redirects")
-                && text.contains("[emqx.main] url"),
-            "{text}"
-        );
-        assert!(!err.is_transient());
-        assert_eq!(count.load(Ordering::SeqCst), 1, "not retried");
-    }
-}
+mod tests;

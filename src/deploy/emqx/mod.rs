@@ -19,6 +19,7 @@ use crate::state::CertRecord;
 
 pub mod client;
 pub mod config;
+pub mod wire;
 use client::{EmqxClient, EmqxError, TlsState, Upload};
 
 /// One `[emqx.NAME]` account: its client and the budget of its API key.
