@@ -370,16 +370,13 @@ impl AcmeClient {
         key: &SecretString,
         domains: &[String],
     ) -> Result<Bundle, AcmeError> {
-        let ca_err = |action: &'static str| {
-            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
-        };
         let mut order = retrying!(self.account.order(url.to_owned()).await)
-            .map_err(ca_err("reloading the order"))?;
+            .map_err(self.ca_err("reloading the order"))?;
         match order.state().status {
             OrderStatus::Ready => {
                 let csr = certs::csr_der(key, domains)?;
                 retrying!(order.finalize_csr(&csr).await)
-                    .map_err(ca_err("finalizing the order"))?;
+                    .map_err(self.ca_err("finalizing the order"))?;
             }
             OrderStatus::Processing | OrderStatus::Valid => {}
             other => {
@@ -395,7 +392,7 @@ impl AcmeClient {
             order.poll_certificate(&poll_policy()).await,
             DOWNLOAD_ATTEMPTS
         )
-        .map_err(ca_err("downloading the certificate"))?;
+        .map_err(self.ca_err("downloading the certificate"))?;
         tracing::info!(order = url, "certificate of the saved order fetched");
         Ok(Bundle {
             key_pkcs8_pem: key.clone(),

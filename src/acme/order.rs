@@ -13,6 +13,14 @@ use secrecy::SecretString;
 use super::*;
 
 impl AcmeClient {
+    /// Maps an instant-acme failure of `action` to an [`AcmeError`] naming this CA.
+    pub(super) fn ca_err(
+        &self,
+        action: &'static str,
+    ) -> impl Fn(instant_acme::Error) -> AcmeError + '_ {
+        move |e| ca_error(&self.directory, action, e)
+    }
+
     pub(super) async fn order(
         &self,
         spec: &OrderSpec<'_>,
@@ -40,9 +48,6 @@ impl AcmeClient {
             replaces,
             ..
         } = *spec;
-        let ca_err = |action: &'static str| {
-            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
-        };
         let identifiers: Vec<Identifier> =
             domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         // NewOrder is not Clone: build it where needed.
@@ -67,7 +72,7 @@ impl AcmeClient {
             ) {
                 Ok(order) => order,
                 // Trouble reaching the CA is no reason to give up `replaces` (and its rate-limit exemption).
-                Err(e) if transient(&e) => return Err(ca_err("creating the order")(e)),
+                Err(e) if transient(&e) => return Err(self.ca_err("creating the order")(e)),
                 // Already replaced, unknown to this CA, another account's, or a reply instant-acme finds
                 // inconsistent ("replaces field mismatch"): none of these heal; an order without it does.
                 Err(e) => {
@@ -75,11 +80,11 @@ impl AcmeClient {
                         "the order with `replaces` failed ({e}); ordering once more without it"
                     );
                     retrying!(self.account.new_order(&new_order()).await)
-                        .map_err(ca_err("creating the order"))?
+                        .map_err(self.ca_err("creating the order"))?
                 }
             },
             None => retrying!(self.account.new_order(&new_order()).await)
-                .map_err(ca_err("creating the order"))?,
+                .map_err(self.ca_err("creating the order"))?,
         };
         Ok(order)
     }
@@ -91,9 +96,6 @@ impl AcmeClient {
         solver: &dyn Dns01Solver,
         presented: &mut Vec<TxtRecord>,
     ) -> Result<(), AcmeError> {
-        let ca_err = |action: &'static str| {
-            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
-        };
         // Answer every authorization. A transient failure on one is retried in a further round over the same
         // order: instant-acme keeps the authorizations it fetched and refetches only the ones that failed, and
         // `done` skips those already answered (a rejected nonce means the request was not processed).
@@ -108,7 +110,7 @@ impl AcmeClient {
                         failed = Some(e);
                         continue;
                     }
-                    Err(e) => return Err(ca_err("fetching an authorization")(e)),
+                    Err(e) => return Err(self.ca_err("fetching an authorization")(e)),
                 };
                 let url = authz.url().to_owned();
                 if done.contains(&url) {
@@ -151,13 +153,13 @@ impl AcmeClient {
                         done.insert(url);
                     }
                     Err(e) if transient(&e) => failed = Some(e),
-                    Err(e) => return Err(ca_err("answering a challenge")(e)),
+                    Err(e) => return Err(self.ca_err("answering a challenge")(e)),
                 }
             }
             match failed {
                 None => break,
                 Some(e) if round == STEP_ATTEMPTS => {
-                    return Err(ca_err("answering the challenges")(e));
+                    return Err(self.ca_err("answering the challenges")(e));
                 }
                 Some(e) => {
                     let wait = backoff(round);
@@ -171,9 +173,6 @@ impl AcmeClient {
 
     /// Waits until the CA validated every authorization; a failure names the identifier in the CA's words.
     async fn wait_ready(&self, order: &mut Order, policy: &RetryPolicy) -> Result<(), AcmeError> {
-        let ca_err = |action: &'static str| {
-            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
-        };
         let status = retrying!(order.poll_ready(policy).await);
         if !matches!(status, Ok(OrderStatus::Ready)) {
             // Name the failing identifier with the CA's own words, which is what the operator needs.
@@ -195,7 +194,7 @@ impl AcmeClient {
                 }
             }
             return Err(match status {
-                Err(e) => ca_err("waiting for validation")(e),
+                Err(e) => self.ca_err("waiting for validation")(e),
                 Ok(s) => AcmeError::Ca {
                     directory: self.directory.clone(),
                     action: "waiting for validation",
@@ -218,9 +217,6 @@ impl AcmeClient {
         let OrderSpec {
             domains, key_type, ..
         } = *spec;
-        let ca_err = |action: &'static str| {
-            move |e: instant_acme::Error| ca_error(&self.directory, action, e)
-        };
         let key: SecretString = certs::generate_key(key_type)?;
         let csr = certs::csr_der(&key, domains)?;
         before_finalize(order.url(), &key)?;
@@ -230,13 +226,13 @@ impl AcmeClient {
             // valid: then download. Anything else is a real failure.
             let state = retrying!(order.refresh().await.map(|s| s.status));
             if !matches!(state, Ok(OrderStatus::Processing | OrderStatus::Valid)) {
-                return Err(ca_err("finalizing the order")(e));
+                return Err(self.ca_err("finalizing the order")(e));
             }
         }
         // The CA may have issued by now: a hiccup from here on is retried on this order, never with a new one,
         // so that no second certificate is issued for the same renewal.
         let chain_pem = retrying!(order.poll_certificate(policy).await, DOWNLOAD_ATTEMPTS)
-            .map_err(ca_err("downloading the certificate"))?;
+            .map_err(self.ca_err("downloading the certificate"))?;
         fail::fail_point!("certificate-downloaded");
         tracing::info!(names = %domains.join(","), "certificate issued");
         Ok(Bundle {
