@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use certkeeper::config::{Config, DEFAULT_CONFIG_PATH, TargetConfig};
 use certkeeper::daemon;
-use certkeeper::pipeline::{self as renew, Pipeline as Agent};
+use certkeeper::pipeline::{self, Pipeline};
 use certkeeper::shutdown::{self, Shutdown};
 use certkeeper::state::{Step, Store, StoreError};
 use certkeeper::systemd::Notifier;
@@ -208,7 +208,7 @@ fn status(config: &Config) -> u8 {
                 continue;
             }
         };
-        let expiry = record.expire.map_or("unknown".to_owned(), renew::day);
+        let expiry = record.expire.map_or("unknown".to_owned(), pipeline::day);
         let step = match record.step {
             Some(Step::Issued) => "  [issued, push pending]",
             Some(Step::Pushed) => "  [pushed, waiting for running]",
@@ -218,9 +218,9 @@ fn status(config: &Config) -> u8 {
             None => String::new(),
             Some(p) => format!(
                 "  renewal {} ({}), next inspection {}{}",
-                renew::day(p.renew_at),
+                pipeline::day(p.renew_at),
                 p.rule,
-                renew::day(p.next_inspect),
+                pipeline::day(p.next_inspect),
                 p.at_risk
                     .as_ref()
                     .map_or(String::new(), |r| format!("  AT RISK: {r}"))
@@ -231,7 +231,7 @@ fn status(config: &Config) -> u8 {
             Some(o) => format!(
                 "{} at {}: {}",
                 if o.ok { "ok" } else { "FAILED" },
-                renew::day(o.at),
+                pipeline::day(o.at),
                 o.message
             ),
         };
@@ -241,7 +241,7 @@ fn status(config: &Config) -> u8 {
             d.domains.join(",")
         );
     }
-    match Agent::new(config.clone(), store) {
+    match Pipeline::new(config.clone(), store) {
         Ok(agent) => {
             for (name, emqx) in &config.emqx {
                 if let Some(left) = agent.budget_left(name) {
@@ -321,7 +321,7 @@ fn issue(
             return EXIT_USAGE;
         }
     };
-    let agent = match Agent::new(config, store) {
+    let agent = match Pipeline::new(config, store) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -331,7 +331,7 @@ fn issue(
     if let Err(e) = runtime.block_on(agent.check_profiles()) {
         let _ = std::fs::remove_file(out);
         eprintln!("error: {}: {e}", agent.config().path.display());
-        return if matches!(e, renew::RenewError::Config(_)) {
+        return if matches!(e, pipeline::RenewError::Config(_)) {
             EXIT_USAGE
         } else {
             EXIT_FAILED
@@ -377,7 +377,7 @@ fn write_issued(
         info.serial,
         info.dns_names.join(","),
         out.display(),
-        renew::day(info.not_after)
+        pipeline::day(info.not_after)
     );
     EXIT_OK
 }
@@ -392,7 +392,7 @@ fn run(path: PathBuf, config: Config) -> u8 {
         Err(e) => {
             eprintln!("error: {e}");
             match e {
-                daemon::DaemonError::Setup(renew::RenewError::Config(_)) => EXIT_USAGE,
+                daemon::DaemonError::Setup(pipeline::RenewError::Config(_)) => EXIT_USAGE,
                 _ => EXIT_FAILED,
             }
         }
@@ -511,7 +511,7 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
         Ok(lock) => lock,
         Err(code) => return code,
     };
-    let agent = match Agent::new(config, store) {
+    let agent = match Pipeline::new(config, store) {
         Ok(a) => a.with_dry_run(dry_run),
         Err(e) => {
             eprintln!("error: {e}");
@@ -520,7 +520,7 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
     };
     if let Err(e) = runtime.block_on(agent.check_profiles()) {
         eprintln!("error: {}: {e}", agent.config().path.display());
-        return if matches!(e, renew::RenewError::Config(_)) {
+        return if matches!(e, pipeline::RenewError::Config(_)) {
             EXIT_USAGE
         } else {
             EXIT_FAILED
@@ -532,7 +532,7 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
         match report.result {
             Ok(done) => println!("{}: {done}", report.id),
             // Stopped by a signal at a safe point: nothing failed, the next pass resumes.
-            Err(e @ renew::RenewError::Interrupted(_)) => println!("{}: {e}", report.id),
+            Err(e @ pipeline::RenewError::Interrupted(_)) => println!("{}: {e}", report.id),
             Err(e) => {
                 code = EXIT_FAILED;
                 eprintln!("{}: {e}", report.id);

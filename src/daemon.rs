@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
-use crate::pipeline::{self as renew, Pipeline as Agent, Report};
+use crate::pipeline::{self, Pipeline, Report};
 use crate::shutdown::{self, Shutdown};
 use crate::state::Store;
 use crate::systemd::Notifier;
@@ -35,7 +35,7 @@ pub enum DaemonError {
     Signals(std::io::Error),
     /// The state directory or the clients could not be set up.
     #[error(transparent)]
-    Setup(#[from] renew::RenewError),
+    Setup(#[from] pipeline::RenewError),
 }
 
 /// What the last pass achieved, for `STATUS=`.
@@ -76,9 +76,9 @@ fn next_tick(
     Some((OffsetDateTime::now_utc() + wait, wait))
 }
 
-fn build(config: Config) -> Result<Agent, renew::RenewError> {
+fn build(config: Config) -> Result<Pipeline, pipeline::RenewError> {
     let store = Store::open(&config.state_dir)?;
-    Agent::new(config, store)
+    Pipeline::new(config, store)
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
@@ -118,7 +118,7 @@ pub async fn run(
         let status = format!(
             "{} deployments, next pass {}, last: {last}",
             agent.config().deployments.len(),
-            renew::day(at)
+            pipeline::day(at)
         );
         if ready_sent {
             notifier.status(&status);
@@ -126,7 +126,7 @@ pub async fn run(
             notifier.ready(&status);
             ready_sent = true;
         }
-        tracing::info!(next = %renew::day(at), "sleeping until the next pass");
+        tracing::info!(next = %pipeline::day(at), "sleeping until the next pass");
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             _ = sigterm.recv() => break 'ticks,
@@ -199,15 +199,15 @@ fn earliest_deferral(reports: &[Report]) -> Option<OffsetDateTime> {
     reports
         .iter()
         .filter_map(|r| match &r.result {
-            Ok(renew::Done::Deferred { until, .. })
-            | Err(renew::RenewError::DeferredPastDeadline { until, .. }) => Some(*until),
+            Ok(pipeline::Done::Deferred { until, .. })
+            | Err(pipeline::RenewError::DeferredPastDeadline { until, .. }) => Some(*until),
             _ => None,
         })
         .min()
 }
 
 /// Takes the lock (waiting for a manual pass to finish) and runs one pass; `None` if stopped while waiting.
-async fn one_pass(agent: &Agent, stop: &Shutdown) -> Option<Vec<Report>> {
+async fn one_pass(agent: &Pipeline, stop: &Shutdown) -> Option<Vec<Report>> {
     let store = match Store::open(&agent.config().state_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -261,7 +261,7 @@ fn same_state_dir(old: &std::path::Path, new: &std::path::Path) -> Result<(), St
     ))
 }
 
-async fn reload(path: &std::path::Path, old: Agent, notifier: &Notifier) -> Agent {
+async fn reload(path: &std::path::Path, old: Pipeline, notifier: &Notifier) -> Pipeline {
     notifier.reloading();
     let loaded = match Config::load(path) {
         Err(e) => Err(e.to_string()),
