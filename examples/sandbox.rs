@@ -9,7 +9,7 @@
 //! looked up next to this example's executable (`target/<profile>/`); `CERTKEEPER_BIN` and `EMQX_STANDIN_BIN`
 //! override that.
 
-#[path = "../tests/it/common/bed.rs"]
+#[path = "../tests/it/common/bed/mod.rs"]
 mod bed;
 
 use std::fs;
