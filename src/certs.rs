@@ -315,6 +315,22 @@ pub fn key_matches(key_pem: &SecretString, leaf_der: &[u8]) -> Option<bool> {
     Some(key.subject_public_key_info() == leaf)
 }
 
+/// Splits a PEM chain into its first certificate (the leaf, with a trailing newline) and the rest.
+pub fn split_leaf(chain: &str) -> Option<(String, String)> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let end = chain.find(END)? + END.len();
+    let leaf = format!("{}\n", chain[..end].trim_start());
+    let rest = chain[end..].trim_start();
+    Some((
+        leaf,
+        if rest.is_empty() {
+            String::new()
+        } else {
+            rest.to_owned()
+        },
+    ))
+}
+
 /// The SubjectPublicKeyInfo (DER) of a certificate.
 ///
 /// # Errors

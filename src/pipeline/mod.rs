@@ -299,9 +299,7 @@ fn cert_record(bundle: &Bundle, info: certs::LeafInfo, d: &Deployment) -> CertRe
 
 /// The first certificate (the leaf) of a PEM chain.
 fn leaf_pem(chain: &str) -> Option<String> {
-    const END: &str = "-----END CERTIFICATE-----";
-    let end = chain.find(END)? + END.len();
-    Some(format!("{}\n", chain[..end].trim_start()))
+    certs::split_leaf(chain).map(|(leaf, _)| leaf)
 }
 
 /// The message of a caught panic.

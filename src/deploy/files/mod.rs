@@ -18,7 +18,6 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt as _;
 
@@ -92,16 +91,14 @@ impl FilesTarget {
         let (cert, chain) = match &self.config.chain {
             None => (bundle.chain_pem.clone(), None),
             Some(_) => {
-                let (leaf, rest) = split_leaf(&bundle.chain_pem).ok_or_else(|| {
+                let (leaf, rest) = certs::split_leaf(&bundle.chain_pem).ok_or_else(|| {
                     TargetError::Unacceptable("the bundle holds no certificate".into())
                 })?;
                 (leaf, Some(rest))
             }
         };
         Ok(Contents {
-            key: SecretString::from(
-                secrecy::ExposeSecret::expose_secret(&bundle.key_pkcs8_pem).to_owned(),
-            ),
+            key: bundle.key_pkcs8_pem.clone(),
             cert,
             chain,
         })
@@ -325,22 +322,6 @@ impl Target for FilesTarget {
     }
 }
 
-/// Splits a PEM chain into the leaf and the rest.
-fn split_leaf(chain: &str) -> Option<(String, String)> {
-    const END: &str = "-----END CERTIFICATE-----";
-    let end = chain.find(END)? + END.len();
-    let leaf = format!("{}\n", chain[..end].trim_start());
-    let rest = chain[end..].trim_start();
-    Some((
-        leaf,
-        if rest.is_empty() {
-            String::new()
-        } else {
-            rest.to_owned()
-        },
-    ))
-}
-
 /// The last line of a program's stderr, bounded and stripped of control characters, for an error line.
 fn stderr_tail(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(out);
@@ -362,13 +343,13 @@ mod tests {
     #[test]
     fn the_leaf_splits_from_its_chain() {
         let chain = "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n";
-        let (leaf, rest) = split_leaf(chain).unwrap();
+        let (leaf, rest) = certs::split_leaf(chain).unwrap();
         assert_eq!(
             leaf,
             "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n"
         );
         assert!(rest.starts_with("-----BEGIN CERTIFICATE-----\nB"));
-        assert!(split_leaf("nothing").is_none());
+        assert!(certs::split_leaf("nothing").is_none());
     }
 
     #[test]
