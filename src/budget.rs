@@ -5,14 +5,13 @@
 //! from the vendor blocks the key until its `Retry-After`, whatever our own count says: the vendor's view
 //! wins.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::state::{Store, StoreError};
+use crate::state::{BudgetLog, KeyUsage, StateStore, StoreError};
 
 /// The longest a 429 blocks a key, whatever the vendor's `Retry-After` or the persisted file says: a pass a day
 /// later simply asks again, and a clock that ran ahead (then was corrected) cannot defer renewals for longer.
@@ -39,22 +38,7 @@ pub struct Exhausted {
     pub why: &'static str,
 }
 
-/// Times are Unix milliseconds: whole seconds could let a request out up to a second before the vendor's
-/// window frees, and earn a 429.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Usage {
-    /// Unix milliseconds of each `GET` inside the window.
-    #[serde(default)]
-    reads_ms: Vec<i64>,
-    /// Unix milliseconds of each write inside the window.
-    #[serde(default)]
-    writes_ms: Vec<i64>,
-    /// Unix milliseconds until which the vendor said 429.
-    #[serde(default)]
-    blocked_until_ms: Option<i64>,
-}
-
-impl Usage {
+impl KeyUsage {
     /// The requests of `kind` still inside the window at `now_ms`, oldest first, and the limit for them.
     fn inside(&self, limits: Limits, kind: Kind, now_ms: i64) -> (Vec<i64>, u32) {
         let window = limits.window.as_millis() as i64;
@@ -95,35 +79,37 @@ pub struct Limits {
 }
 
 /// The persisted budgets of every key. One per process; requests of all deployments go through it.
-#[derive(Debug)]
 pub struct Budget {
-    store: Store,
-    usage: Mutex<BTreeMap<String, Usage>>,
+    store: Arc<dyn StateStore>,
+    usage: Mutex<BudgetLog>,
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Budget").finish_non_exhaustive()
+    }
 }
 
 impl Budget {
-    /// Loads the budget file (a missing file means nothing was spent).
+    /// Loads the request log from `store` (none yet means nothing was spent).
     ///
     /// # Errors
     /// I/O errors and a corrupt file.
-    pub fn load(store: &Store) -> Result<Budget, StoreError> {
-        let usage = sanitized(
-            store.budget_usage()?.unwrap_or_default(),
-            OffsetDateTime::now_utc(),
-        );
+    pub fn load(store: Arc<dyn StateStore>) -> Result<Budget, StoreError> {
+        let usage = sanitized(store.budget_log()?, OffsetDateTime::now_utc());
         Ok(Budget {
-            store: store.clone(),
+            store,
             usage: Mutex::new(usage),
         })
     }
 
-    /// Re-reads the budget file: another certkeeper (a timer-driven `renew` beside the daemon) may have spent
+    /// Re-reads the request log: another certkeeper (a timer-driven `renew` beside the daemon) may have spent
     /// requests since this one loaded it. Call it under the state lock, at the start of a pass.
     ///
     /// # Errors
     /// I/O errors and a corrupt file; the in-memory budget is then kept.
     pub fn reload(&self) -> Result<(), StoreError> {
-        let fresh: BTreeMap<String, Usage> = self.store.budget_usage()?.unwrap_or_default();
+        let fresh = self.store.budget_log()?;
         *self.usage.lock().unwrap_or_else(|p| p.into_inner()) =
             sanitized(fresh, OffsetDateTime::now_utc());
         Ok(())
@@ -172,9 +158,7 @@ impl Budget {
             Kind::Read => usage.reads_ms.push(now_ms),
             Kind::Write => usage.writes_ms.push(now_ms),
         }
-        self.store
-            .save_budget_usage(&*all)
-            .map_err(ChargeError::Store)
+        self.store.save_budget_log(&all).map_err(ChargeError::Store)
     }
 
     /// Records a 429: no request of this key until `until`.
@@ -185,7 +169,7 @@ impl Budget {
         let until = until.min(OffsetDateTime::now_utc() + MAX_BLOCK);
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         all.entry(key.to_owned()).or_default().blocked_until_ms = Some(ms(until));
-        self.store.save_budget_usage(&*all)
+        self.store.save_budget_log(&all)
     }
 
     /// The earliest moment at or after `now` when a request of `kind` is affordable for `key`.
@@ -239,7 +223,7 @@ pub enum ChargeError {
 
 /// Requests cannot have been sent in the future, and no block lasts longer than [`MAX_BLOCK`]: entries a clock
 /// that ran ahead left behind are brought back to `now`, with one warning.
-fn sanitized(mut all: BTreeMap<String, Usage>, now: OffsetDateTime) -> BTreeMap<String, Usage> {
+fn sanitized(mut all: BudgetLog, now: OffsetDateTime) -> BudgetLog {
     let now_ms = ms(now);
     let max_block_ms = now_ms.saturating_add(MAX_BLOCK.as_millis() as i64);
     let mut clamped = 0usize;
@@ -280,6 +264,7 @@ fn ts(unix_ms: i64) -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Store;
 
     const LIMITS: Limits = Limits {
         reads: 3,
@@ -290,9 +275,9 @@ mod tests {
     #[test]
     fn sliding_window_is_enforced_and_persisted() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(Store::open(tmp.path()).unwrap());
         let t0 = OffsetDateTime::now_utc();
-        let b = Budget::load(&store).unwrap();
+        let b = Budget::load(store.clone()).unwrap();
         for _ in 0..3 {
             b.charge("k", LIMITS, Kind::Read, t0).unwrap();
         }
@@ -305,7 +290,7 @@ mod tests {
         assert_eq!(b.remaining("k", LIMITS, Kind::Write, t0), 0);
         assert_eq!(b.remaining("other", LIMITS, Kind::Write, t0), 1);
         // A new process sees the same spending.
-        let again = Budget::load(&store).unwrap();
+        let again = Budget::load(store.clone()).unwrap();
         assert!(again.charge("k", LIMITS, Kind::Write, t0).is_err());
         assert!(
             again
@@ -317,8 +302,8 @@ mod tests {
     #[test]
     fn a_lowered_limit_waits_until_enough_requests_left_the_window() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        let b = Budget::load(&store).unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(Store::open(tmp.path()).unwrap());
+        let b = Budget::load(store.clone()).unwrap();
         let t0 = OffsetDateTime::now_utc();
         for i in 0..3 {
             b.charge("k", LIMITS, Kind::Read, t0 + time::Duration::seconds(i))
@@ -338,8 +323,8 @@ mod tests {
     #[test]
     fn a_429_blocks_until_retry_after() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        let b = Budget::load(&store).unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(Store::open(tmp.path()).unwrap());
+        let b = Budget::load(store.clone()).unwrap();
         let t0 = OffsetDateTime::now_utc();
         b.block("k", t0 + time::Duration::seconds(30)).unwrap();
         assert!(b.charge("k", LIMITS, Kind::Read, t0).is_err());
@@ -353,12 +338,18 @@ mod tests {
     #[test]
     fn future_times_are_read_as_now_and_blocks_capped() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(Store::open(tmp.path()).unwrap());
         let now = OffsetDateTime::now_utc();
         let year = ms(now + time::Duration::days(365));
-        let file = serde_json::json!({"k": {"reads_ms": [year], "writes_ms": [year], "blocked_until_ms": year}});
-        store.save_budget_usage(&file).unwrap();
-        let b = Budget::load(&store).unwrap();
+        let usage = KeyUsage {
+            reads_ms: vec![year],
+            writes_ms: vec![year],
+            blocked_until_ms: Some(year),
+        };
+        store
+            .save_budget_log(&BudgetLog::from([("k".to_owned(), usage)]))
+            .unwrap();
+        let b = Budget::load(store.clone()).unwrap();
         let limits = Limits {
             reads: 3,
             writes: 1,

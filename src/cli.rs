@@ -3,6 +3,7 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -11,7 +12,7 @@ use certkeeper::config::{Config, DEFAULT_CONFIG_PATH, TargetConfig};
 use certkeeper::daemon;
 use certkeeper::pipeline::{self, Pipeline};
 use certkeeper::shutdown::{self, Shutdown};
-use certkeeper::state::{Step, Store, StoreError};
+use certkeeper::state::{StateStore as _, Step, Store, StoreError};
 use certkeeper::systemd::Notifier;
 
 /// Every selected deployment is fine (renewed or not due).
@@ -241,7 +242,7 @@ fn status(config: &Config) -> u8 {
             d.domains.join(",")
         );
     }
-    match Pipeline::new(config.clone(), store) {
+    match Pipeline::new(config.clone(), Arc::new(store)) {
         Ok(agent) => {
             for (name, emqx) in &config.emqx {
                 if let Some(left) = agent.budget_left(name) {
@@ -321,7 +322,7 @@ fn issue(
             return EXIT_USAGE;
         }
     };
-    let agent = match Pipeline::new(config, store) {
+    let agent = match Pipeline::new(config, Arc::new(store)) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -511,7 +512,7 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
         Ok(lock) => lock,
         Err(code) => return code,
     };
-    let agent = match Pipeline::new(config, store) {
+    let agent = match Pipeline::new(config, Arc::new(store)) {
         Ok(a) => a.with_dry_run(dry_run),
         Err(e) => {
             eprintln!("error: {e}");

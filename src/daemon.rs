@@ -10,10 +10,11 @@
 //! A failure of one deployment never stops the daemon: it is logged and the next tick tries again.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::Config;
 use crate::pipeline::{self, Pipeline, Report};
@@ -78,7 +79,52 @@ fn next_tick(
 
 fn build(config: Config) -> Result<Pipeline, pipeline::RenewError> {
     let store = Store::open(&config.state_dir)?;
-    Pipeline::new(config, store)
+    Pipeline::new(config, Arc::new(store))
+}
+
+/// The signals the daemon answers, installed once at start.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+/// What a signal asks for.
+enum Wake {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// SIGHUP.
+    Reload,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, DaemonError> {
+        let install = |kind| signal(kind).map_err(DaemonError::Signals);
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal. Cancel-safe: a signal that arrives while nobody waits is kept for the next call.
+    async fn next(&mut self) -> Wake {
+        tokio::select! {
+            _ = self.term.recv() => Wake::Stop,
+            _ = self.int.recv() => Wake::Stop,
+            _ = self.hup.recv() => Wake::Reload,
+        }
+    }
+}
+
+/// How a pass watched for signals ended.
+struct PassEnd {
+    /// `None` when the pass never got the state lock.
+    reports: Option<Vec<Report>>,
+    /// SIGTERM/SIGINT arrived: exit once the pass reached a safe point.
+    stopping: bool,
+    /// SIGHUP arrived during the pass: reload now that it is done.
+    reload: bool,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
@@ -90,9 +136,7 @@ pub async fn run(
     config: Config,
     notifier: Notifier,
 ) -> Result<(), DaemonError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut signals = Signals::install()?;
     let mut agent = build(config)?;
     agent.check_profiles().await?;
     let (trigger, stop) = shutdown::channel();
@@ -103,59 +147,46 @@ pub async fn run(
     // A deferred renewal wakes the daemon when the vendor budget allows it, not at the next cron tick.
     let mut deferred_until: Option<OffsetDateTime> = None;
     let mut ready_sent = false;
-    'ticks: loop {
-        let Some((at, sleep)) = next_tick(agent.config(), deferred_until) else {
-            tracing::error!(
-                "the cron schedule has no future tick; waiting for SIGHUP with a new one or SIGTERM"
-            );
-            notifier.status("schedule has no future tick");
-            tokio::select! {
-                _ = sigterm.recv() => break 'ticks,
-                _ = sigint.recv() => break 'ticks,
-                _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier).await; continue 'ticks; }
-            }
-        };
-        let status = format!(
-            "{} deployments, next pass {}, last: {last}",
-            agent.config().deployments.len(),
-            pipeline::day(at)
-        );
-        if ready_sent {
-            notifier.status(&status);
-        } else {
-            notifier.ready(&status);
-            ready_sent = true;
-        }
-        tracing::info!(next = %pipeline::day(at), "sleeping until the next pass");
-        tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
-            _ = sigterm.recv() => break 'ticks,
-            _ = sigint.recv() => break 'ticks,
-            _ = sighup.recv() => { agent = reload(&config_path, agent, &notifier).await; continue 'ticks; }
-        }
-
-        notifier.status(&format!(
-            "{} deployments, pass running",
-            agent.config().deployments.len()
-        ));
-        let (reports, stopping, reload_pending) = {
-            let pass = one_pass(&agent, &stop);
-            tokio::pin!(pass);
-            let mut reload_pending = false;
-            loop {
+    loop {
+        let wake = match next_tick(agent.config(), deferred_until) {
+            Some((at, sleep)) => {
+                let status = format!(
+                    "{} deployments, next pass {}, last: {last}",
+                    agent.config().deployments.len(),
+                    pipeline::day(at)
+                );
+                if ready_sent {
+                    notifier.status(&status);
+                } else {
+                    notifier.ready(&status);
+                    ready_sent = true;
+                }
+                tracing::info!(next = %pipeline::day(at), "sleeping until the next pass");
                 tokio::select! {
-                    reports = &mut pass => break (reports, false, reload_pending),
-                    _ = sigterm.recv() => break (finish(&trigger, &notifier, pass.as_mut()).await, true, false),
-                    _ = sigint.recv() => break (finish(&trigger, &notifier, pass.as_mut()).await, true, false),
-                    _ = sighup.recv() => {
-                        tracing::info!("SIGHUP during a pass: reloading once it is done");
-                        reload_pending = true;
-                    }
+                    () = tokio::time::sleep(sleep) => None,
+                    wake = signals.next() => Some(wake),
                 }
             }
+            None => {
+                tracing::error!(
+                    "the cron schedule has no future tick; waiting for SIGHUP with a new one or SIGTERM"
+                );
+                notifier.status("schedule has no future tick");
+                Some(signals.next().await)
+            }
         };
+        match wake {
+            Some(Wake::Stop) => break,
+            Some(Wake::Reload) => {
+                agent = reload(&config_path, agent, &notifier).await;
+                continue;
+            }
+            None => {}
+        }
+
+        let end = watched_pass(&agent, &stop, &trigger, &notifier, &mut signals).await;
         deferred_until = None;
-        if let Some(reports) = &reports {
+        if let Some(reports) = &end.reports {
             for r in reports {
                 if let Err(e) = &r.result {
                     tracing::error!(deployment = %r.id, "{e}");
@@ -164,16 +195,48 @@ pub async fn run(
             deferred_until = earliest_deferral(reports);
             last = summarize(reports);
         }
-        if stopping {
+        if end.stopping {
             return Ok(());
         }
-        if reload_pending {
+        if end.reload {
             agent = reload(&config_path, agent, &notifier).await;
         }
     }
     notifier.stopping();
     tracing::info!("stopping");
     Ok(())
+}
+
+/// One pass, while answering signals: SIGTERM/SIGINT let it reach a safe point, SIGHUP waits for its end.
+async fn watched_pass(
+    agent: &Pipeline,
+    stop: &Shutdown,
+    trigger: &shutdown::Trigger,
+    notifier: &Notifier,
+    signals: &mut Signals,
+) -> PassEnd {
+    notifier.status(&format!(
+        "{} deployments, pass running",
+        agent.config().deployments.len()
+    ));
+    let pass = one_pass(agent, stop);
+    tokio::pin!(pass);
+    let mut reload = false;
+    loop {
+        tokio::select! {
+            reports = &mut pass => return PassEnd { reports, stopping: false, reload },
+            wake = signals.next() => match wake {
+                Wake::Stop => {
+                    let reports = finish(trigger, notifier, pass.as_mut()).await;
+                    return PassEnd { reports, stopping: true, reload: false };
+                }
+                Wake::Reload => {
+                    tracing::info!("SIGHUP during a pass: reloading once it is done");
+                    reload = true;
+                }
+            },
+        }
+    }
 }
 
 /// Pings systemd's watchdog, when it asks for one: the one wake-up between ticks.

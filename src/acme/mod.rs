@@ -9,22 +9,18 @@
 //! TXT records are removed after every attempt, successful or not: a stale record is harmless to the CA
 //! but litters the operator's zone.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use instant_acme::{
-    Account, AccountCredentials, ExternalAccountKey, NewAccount, OrderStatus, RetryPolicy,
-};
+use instant_acme::{Account, ExternalAccountKey, NewAccount, OrderStatus, RetryPolicy};
 use secrecy::ExposeSecret as _;
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::certs::{self, Bundle};
 use crate::config::{AcmeConfig, KeyType};
 use crate::solver::{Dns01Solver, TxtRecord};
-use crate::state::{Store, StoreError};
+use crate::state::{StateStore, StoreError};
 
 /// Timeout of one HTTP exchange with the CA.
 pub const ACME_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -173,12 +169,6 @@ pub struct OrderSpec<'a> {
     pub replaces: Option<&'a str>,
 }
 
-/// Persisted accounts, one per directory URL, so switching CAs never discards an account key.
-#[derive(Default, Serialize, Deserialize)]
-struct Accounts {
-    accounts: BTreeMap<String, AccountCredentials>,
-}
-
 /// An ACME account ready to order certificates.
 pub struct AcmeClient {
     account: Account,
@@ -204,7 +194,7 @@ impl AcmeClient {
     pub async fn connect(
         config: &AcmeConfig,
         directory: &str,
-        store: &Store,
+        store: &dyn StateStore,
     ) -> Result<AcmeClient, AcmeError> {
         let directory = directory.to_owned();
         let ca_err = |action: &'static str| {
@@ -218,20 +208,7 @@ impl AcmeClient {
                 detail,
                 transient: false,
             })?;
-        let mut accounts: Accounts = store.accounts()?.unwrap_or_default();
-        if let Some(creds) = accounts.accounts.get(&directory) {
-            // AccountCredentials is not Clone; a JSON round trip copies it.
-            let creds: AccountCredentials =
-                serde_json::from_value(serde_json::to_value(creds).map_err(|e| {
-                    StoreError::Corrupt {
-                        path: store.accounts_path(),
-                        detail: e.to_string(),
-                    }
-                })?)
-                .map_err(|e| StoreError::Corrupt {
-                    path: store.accounts_path(),
-                    detail: e.to_string(),
-                })?;
+        if let Some(creds) = store.account(&directory)? {
             let account = Account::builder_with_http(Box::new(http))
                 .from_credentials(creds)
                 .await
@@ -256,8 +233,7 @@ impl AcmeClient {
             )
             .await
             .map_err(ca_err("registering an account"))?;
-        accounts.accounts.insert(directory.clone(), creds);
-        store.save_accounts(&accounts)?;
+        store.save_account(&directory, &creds)?;
         tracing::info!(account = account.id(), directory = %directory, "registered a new ACME account");
         Ok(AcmeClient { account, directory })
     }

@@ -48,7 +48,7 @@ use crate::deploy::{DryRun, Target};
 use crate::plan::{self, Plan};
 use crate::solver::journal::JournaledSolver;
 use crate::solver::rfc2136::{Rfc2136Settings, Rfc2136Solver};
-use crate::state::{CertRecord, Record, Step, Store};
+use crate::state::{CertRecord, Record, Step};
 use crate::state::{ReadOnly, StateStore};
 
 /// Pushes in a row a target may accept without applying before certkeeper stops pushing the certificate
@@ -66,8 +66,7 @@ const DNS_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// Holds the targets, solvers and CA clients a pass needs; build one per config load.
 pub struct Pipeline {
     config: Config,
-    store: Store,
-    state: Box<dyn StateStore>,
+    state: Arc<dyn StateStore>,
     budget: Arc<Budget>,
     accounts: BTreeMap<String, Arc<Account>>,
     targets: BTreeMap<String, Box<dyn Target>>,
@@ -81,7 +80,7 @@ pub struct Pipeline {
 impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
-            .field("state_dir", &self.store.dir())
+            .field("state_dir", &self.config.state_dir)
             .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }
@@ -91,10 +90,12 @@ impl Pipeline {
     /// Prepares targets for every deployment and a solver for every DNS section. No network traffic
     /// happens here; the ACME account is only contacted when a deployment needs the CA.
     ///
+    /// `state` is where everything between passes is kept: normally the state directory, `Arc::new(store)`.
+    ///
     /// # Errors
-    /// The budget file cannot be read, or an HTTP client cannot be built.
-    pub fn new(config: Config, store: Store) -> Result<Pipeline, RenewError> {
-        let budget = Arc::new(Budget::load(&store)?);
+    /// The request log cannot be read, or an HTTP client cannot be built.
+    pub fn new(config: Config, state: Arc<dyn StateStore>) -> Result<Pipeline, RenewError> {
+        let budget = Arc::new(Budget::load(state.clone())?);
         let http =
             vendor_http().map_err(|e| RenewError::Config(format!("cannot set up HTTPS: {e}")))?;
         let accounts: BTreeMap<String, Arc<Account>> = config
@@ -143,8 +144,7 @@ impl Pipeline {
             .collect();
         Ok(Pipeline {
             config,
-            state: Box::new(store.clone()),
-            store,
+            state,
             budget,
             accounts,
             targets,
@@ -164,16 +164,9 @@ impl Pipeline {
                 .into_iter()
                 .map(|(id, t)| (id, Box::new(DryRun(t)) as Box<dyn Target>))
                 .collect();
-            let state = std::mem::replace(&mut self.state, Box::new(self.store.clone()));
-            self.state = Box::new(ReadOnly(state));
+            self.state = Arc::new(ReadOnly(self.state.clone()));
             self.dry_run = true;
         }
-        self
-    }
-
-    /// Replaces the state backend (the state directory by default).
-    pub fn with_state(mut self, state: Box<dyn StateStore>) -> Pipeline {
-        self.state = state;
         self
     }
 
@@ -266,7 +259,7 @@ impl Pipeline {
         cell: &'c tokio::sync::OnceCell<AcmeClient>,
         directory: &str,
     ) -> Result<&'c AcmeClient, AcmeError> {
-        cell.get_or_try_init(|| AcmeClient::connect(&self.config.acme, directory, &self.store))
+        cell.get_or_try_init(|| AcmeClient::connect(&self.config.acme, directory, &*self.state))
             .await
     }
 

@@ -19,7 +19,7 @@ use crate::deploy::{Deployed, RequestBudget, Status, Target, TargetError, Target
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
 use crate::state::memory::Memory;
-use crate::state::{CertRecord, Record, Step, Store};
+use crate::state::{CertRecord, Record, Step};
 
 const ID: &str = "d1";
 const NAME: &str = "d1.example.test";
@@ -156,14 +156,12 @@ struct World {
 
 fn world(script: Script, dry_run: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state")).unwrap();
     let script = Arc::new(Mutex::new(script));
     let state = Arc::new(Memory::default());
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
-    let mut pipeline = Pipeline::new(config(dir.path()), store)
+    let mut pipeline = Pipeline::new(config(dir.path()), state.clone())
         .unwrap()
-        .with_state(Box::new(state.clone()))
         .with_target(ID, Box::new(Fake(script.clone())))
         .with_dry_run(dry_run);
     pipeline.subscribe(move |e| seen.lock().unwrap().push(e.clone()));

@@ -3,29 +3,15 @@
 //!
 //! Every file is written atomically (temp file in the same directory, fsync, rename, fsync of the
 //! directory) with mode 0600 inside a 0700 directory, so a crash leaves either the old or the new content
-//! and no other user can read keys. The layout is plain JSON and PEM so an operator can inspect it:
-//!
-//! ```text
-//! {state_dir}/lock                      single-instance lock (holds the PID of the holder)
-//! {state_dir}/account.json              ACME account credentials (secret)
-//! {state_dir}/budget.json               vendor API requests made per key (see budget.rs)
-//! {state_dir}/deployments/{id}.json     the deployment's record (step, last result, pushed certificate)
-//! {state_dir}/deployments/{id}.pem      issued bundle (key + chain) not yet active at the vendor (secret)
-//! {state_dir}/deployments/{id}.order.json  order being finalized and its certificate's key (secret)
-//! {state_dir}/deployments/{id}.txt.json    DNS-01 records published and not yet removed
-//! ```
+//! and no other user can read keys. The layout is plain JSON and PEM so an operator can inspect it: `lock`
+//! (the single-instance lock, holding the PID of its holder) here, every other file in `items.rs`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
-
-use super::records::{PendingOrder, Record};
-use super::{JournalEntry, StateStore};
-use crate::certs::Bundle;
 
 /// A state-directory operation that failed, with the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -170,11 +156,6 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
         source,
     }
 }
-
-/// The ACME account credentials, one per CA directory (secret).
-const ACCOUNTS_FILE: &str = "account.json";
-/// The vendor API requests made per key.
-const BUDGET_FILE: &str = "budget.json";
 
 /// The state directory. Cheap to clone; holds no open files.
 #[derive(Debug, Clone)]
@@ -382,13 +363,6 @@ impl Store {
     }
 
     /// Removes a state file (relative to the state dir); a missing one is fine.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn remove_file(&self, name: &str) -> Result<(), StoreError> {
-        self.remove(name)
-    }
-
     fn remove(&self, name: &str) -> Result<(), StoreError> {
         let path = self.dir.join(name);
         match fs::remove_file(&path) {
@@ -396,208 +370,9 @@ impl Store {
             _ => Ok(()),
         }
     }
-
-    /// The stored ACME accounts (`account.json`), if any.
-    ///
-    /// # Errors
-    /// The file cannot be read or is corrupt.
-    pub fn accounts<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
-        self.read_json(ACCOUNTS_FILE)
-    }
-
-    /// Replaces the stored ACME accounts.
-    ///
-    /// # Errors
-    /// The write failed.
-    pub fn save_accounts<T: Serialize>(&self, accounts: &T) -> Result<(), StoreError> {
-        self.write_json(ACCOUNTS_FILE, accounts)
-    }
-
-    /// Where the ACME accounts live, for error messages.
-    pub fn accounts_path(&self) -> PathBuf {
-        self.dir.join(ACCOUNTS_FILE)
-    }
-
-    /// The vendor budget's request log (`budget.json`), if any.
-    ///
-    /// # Errors
-    /// The file cannot be read or is corrupt.
-    pub fn budget_usage<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
-        self.read_json(BUDGET_FILE)
-    }
-
-    /// Replaces the vendor budget's request log.
-    ///
-    /// # Errors
-    /// The write failed.
-    pub fn save_budget_usage<T: Serialize>(&self, usage: &T) -> Result<(), StoreError> {
-        self.write_json(BUDGET_FILE, usage)
-    }
-
-    /// The record of deployment `id` (default when none yet).
-    ///
-    /// # Errors
-    /// I/O errors and [`StoreError::Corrupt`].
-    pub fn record(&self, id: &str) -> Result<Record, StoreError> {
-        Ok(self
-            .read_json(&format!("deployments/{id}.json"))?
-            .unwrap_or_default())
-    }
-
-    /// Saves the record of deployment `id`.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError> {
-        self.write_json(&format!("deployments/{id}.json"), record)
-    }
-
-    /// Saves an issued bundle (before anything is pushed).
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
-        let text = format!(
-            "{}{}",
-            bundle.key_pkcs8_pem.expose_secret(),
-            bundle.chain_pem
-        );
-        self.write_atomic(&format!("deployments/{id}.pem"), text.as_bytes())
-    }
-
-    /// Loads the saved bundle of deployment `id`, if any.
-    ///
-    /// # Errors
-    /// I/O errors and [`StoreError::Corrupt`] when the file lacks a key or a certificate.
-    pub fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
-        let path = self.dir.join(format!("deployments/{id}.pem"));
-        let Some(bytes) = read_state_file(&path)? else {
-            return Ok(None);
-        };
-        let corrupt = |detail: &str| StoreError::Corrupt {
-            path: path.clone(),
-            detail: detail.into(),
-        };
-        let text = String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8 text"))?;
-        const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-        const END: &str = "-----END PRIVATE KEY-----\n";
-        let start = text.find(BEGIN).ok_or_else(|| corrupt("no private key"))?;
-        let end = text[start..]
-            .find(END)
-            .ok_or_else(|| corrupt("truncated private key"))?
-            + start
-            + END.len();
-        let chain_pem = format!("{}{}", &text[..start], &text[end..]);
-        if !chain_pem.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(corrupt("no certificate"));
-        }
-        Ok(Some(Bundle {
-            key_pkcs8_pem: SecretString::from(text[start..end].to_owned()),
-            chain_pem,
-        }))
-    }
-
-    /// Saves the order about to be finalized and the new certificate's key, so that a certificate the CA issues
-    /// can be fetched after a crash instead of ordered again.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError> {
-        let json = serde_json::json!({
-            "url": order.url,
-            "key_pkcs8_pem": order.key_pkcs8_pem.expose_secret(),
-        });
-        self.write_json(&format!("deployments/{id}.order.json"), &json)
-    }
-
-    /// The order deployment `id` was finalizing when the process stopped, if any.
-    ///
-    /// # Errors
-    /// I/O errors and [`StoreError::Corrupt`].
-    pub fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
-        let name = format!("deployments/{id}.order.json");
-        let Some(value) = self.read_json::<serde_json::Value>(&name)? else {
-            return Ok(None);
-        };
-        let field = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        match (field("url"), field("key_pkcs8_pem")) {
-            (Some(url), Some(key)) => Ok(Some(PendingOrder {
-                url,
-                key_pkcs8_pem: key.into(),
-            })),
-            _ => Err(StoreError::Corrupt {
-                path: self.dir.join(name),
-                detail: "url or key missing".into(),
-            }),
-        }
-    }
-
-    /// Removes the pending order of deployment `id` once its certificate is saved as a bundle.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn remove_pending_order(&self, id: &str) -> Result<(), StoreError> {
-        self.remove(&format!("deployments/{id}.order.json"))
-    }
-
-    /// Removes the bundle of deployment `id` once it is active at the vendor.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn remove_bundle(&self, id: &str) -> Result<(), StoreError> {
-        self.remove(&format!("deployments/{id}.pem"))
-    }
 }
 
-fn journal_file(id: &str) -> String {
-    format!("deployments/{id}.txt.json")
-}
-
-impl StateStore for Store {
-    fn record(&self, id: &str) -> Result<Record, StoreError> {
-        Store::record(self, id)
-    }
-
-    fn save_record(&self, id: &str, record: &Record) -> Result<(), StoreError> {
-        Store::save_record(self, id, record)
-    }
-
-    fn bundle(&self, id: &str) -> Result<Option<Bundle>, StoreError> {
-        Store::bundle(self, id)
-    }
-
-    fn save_bundle(&self, id: &str, bundle: &Bundle) -> Result<(), StoreError> {
-        Store::save_bundle(self, id, bundle)
-    }
-
-    fn remove_bundle(&self, id: &str) -> Result<(), StoreError> {
-        Store::remove_bundle(self, id)
-    }
-
-    fn pending_order(&self, id: &str) -> Result<Option<PendingOrder>, StoreError> {
-        Store::pending_order(self, id)
-    }
-
-    fn save_pending_order(&self, id: &str, order: &PendingOrder) -> Result<(), StoreError> {
-        Store::save_pending_order(self, id, order)
-    }
-
-    fn remove_pending_order(&self, id: &str) -> Result<(), StoreError> {
-        Store::remove_pending_order(self, id)
-    }
-
-    fn journal(&self, id: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        Ok(self.read_json(&journal_file(id))?.unwrap_or_default())
-    }
-
-    fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            self.remove_file(&journal_file(id))
-        } else {
-            self.write_json(&journal_file(id), &entries)
-        }
-    }
-}
+mod items;
 
 #[cfg(test)]
 mod tests;

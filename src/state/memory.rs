@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{JournalEntry, StateStore};
 use crate::certs::Bundle;
-use crate::state::{PendingOrder, Record, StoreError};
+use crate::state::{AccountCredentials, BudgetLog, PendingOrder, Record, StoreError};
 
 #[derive(Default)]
 struct Inner {
@@ -13,6 +13,9 @@ struct Inner {
     bundles: BTreeMap<String, Bundle>,
     orders: BTreeMap<String, PendingOrder>,
     journals: BTreeMap<String, Vec<JournalEntry>>,
+    /// As serialized: the CA client's credentials cannot be cloned.
+    accounts: BTreeMap<String, serde_json::Value>,
+    budget: BudgetLog,
 }
 
 /// Everything in a map behind a mutex; nothing survives the process.
@@ -82,6 +85,40 @@ impl StateStore for Memory {
         } else {
             inner.journals.insert(id.to_owned(), entries.to_vec());
         }
+        Ok(())
+    }
+
+    fn account(&self, directory: &str) -> Result<Option<AccountCredentials>, StoreError> {
+        let Some(value) = self.inner().accounts.get(directory).cloned() else {
+            return Ok(None);
+        };
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt {
+                path: format!("memory:account/{directory}").into(),
+                detail: "not an account the ACME client can read".into(),
+            })
+    }
+
+    fn save_account(
+        &self,
+        directory: &str,
+        account: &AccountCredentials,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_value(account).map_err(|e| StoreError::Encode {
+            path: format!("memory:account/{directory}").into(),
+            detail: e.to_string(),
+        })?;
+        self.inner().accounts.insert(directory.to_owned(), value);
+        Ok(())
+    }
+
+    fn budget_log(&self) -> Result<BudgetLog, StoreError> {
+        Ok(self.inner().budget.clone())
+    }
+
+    fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError> {
+        self.inner().budget = log.clone();
         Ok(())
     }
 }

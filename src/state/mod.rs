@@ -1,9 +1,10 @@
 //! What the pipeline keeps between passes, behind one small typed trait: a deployment's record, the bundle in
-//! flight, the order being finalized, and the journal of published TXT records.
+//! flight, the order being finalized, the journal of published TXT records, the ACME account of each CA, and
+//! the request log of each vendor API key.
 //!
 //! [`StateStore`] is the seam for other backends (an HA store shared by several agents); the state directory
 //! ([`Store`], `fs.rs`) is the first implementation, and the only code that names a state file.
-//! [`ReadOnly`] is the dry run's view: every read goes through, every write is dropped.
+//! [`ReadOnly`] is the dry run's view: every read goes through, every write about a deployment is dropped.
 
 use std::sync::Arc;
 
@@ -13,7 +14,10 @@ pub mod memory;
 mod records;
 
 pub use fs::{MAX_STATE_FILE, Store, StoreError, StoreLock};
-pub use records::{AriRecord, CertRecord, Outcome, PendingOrder, PlanRecord, Record, Step};
+pub use instant_acme::AccountCredentials;
+pub use records::{
+    AriRecord, BudgetLog, CertRecord, KeyUsage, Outcome, PendingOrder, PlanRecord, Record, Step,
+};
 
 /// A TXT record published for DNS-01 and not yet removed: `(owner name, value)`.
 pub type JournalEntry = (String, String);
@@ -71,6 +75,28 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// The write failed.
     fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError>;
+    /// The ACME account registered at the CA `directory`, if any (it holds the account's private key).
+    ///
+    /// # Errors
+    /// It cannot be read or is corrupt (it is left in place).
+    fn account(&self, directory: &str) -> Result<Option<AccountCredentials>, StoreError>;
+    /// Keeps the account just registered at `directory`, beside those of other CAs: switching CAs never
+    /// discards an account key.
+    ///
+    /// # Errors
+    /// The write failed.
+    fn save_account(&self, directory: &str, account: &AccountCredentials)
+    -> Result<(), StoreError>;
+    /// The vendor requests each API key made (empty when none were recorded yet).
+    ///
+    /// # Errors
+    /// It cannot be read or is corrupt.
+    fn budget_log(&self) -> Result<BudgetLog, StoreError>;
+    /// Replaces the request log. Every request is charged here before it is sent.
+    ///
+    /// # Errors
+    /// The write failed: the request must then not be sent.
+    fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError>;
 
     /// Returns false for a store that drops its writes ([`ReadOnly`]): nothing it is given was persisted.
     fn persists(&self) -> bool {
@@ -113,6 +139,18 @@ macro_rules! delegate {
             fn save_journal(&self, id: &str, entries: &[JournalEntry]) -> Result<(), StoreError> {
                 (**self).save_journal(id, entries)
             }
+            fn account(&self, directory: &str) -> Result<Option<AccountCredentials>, StoreError> {
+                (**self).account(directory)
+            }
+            fn save_account(&self, directory: &str, account: &AccountCredentials) -> Result<(), StoreError> {
+                (**self).save_account(directory, account)
+            }
+            fn budget_log(&self) -> Result<BudgetLog, StoreError> {
+                (**self).budget_log()
+            }
+            fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError> {
+                (**self).save_budget_log(log)
+            }
             fn persists(&self) -> bool {
                 (**self).persists()
             }
@@ -121,7 +159,11 @@ macro_rules! delegate {
 }
 delegate!(Box, Arc);
 
-/// A dry run's view of a store: reads go through, writes are dropped (and succeed).
+/// A dry run's view of a store: reads go through, writes about deployments are dropped (and succeed).
+///
+/// Two writes go through, because they record what already happened outside: the requests the vendor counted
+/// (dropping them would let the next pass overspend the key and earn a 429) and an account the CA registered
+/// (dropping it would register a new one at every dry run, into the CA's account rate limit).
 pub struct ReadOnly<S>(pub S);
 
 impl<S: StateStore> StateStore for ReadOnly<S> {
@@ -163,6 +205,26 @@ impl<S: StateStore> StateStore for ReadOnly<S> {
 
     fn save_journal(&self, _id: &str, _entries: &[JournalEntry]) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn account(&self, directory: &str) -> Result<Option<AccountCredentials>, StoreError> {
+        self.0.account(directory)
+    }
+
+    fn save_account(
+        &self,
+        directory: &str,
+        account: &AccountCredentials,
+    ) -> Result<(), StoreError> {
+        self.0.save_account(directory, account)
+    }
+
+    fn budget_log(&self) -> Result<BudgetLog, StoreError> {
+        self.0.budget_log()
+    }
+
+    fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError> {
+        self.0.save_budget_log(log)
     }
 
     fn persists(&self) -> bool {

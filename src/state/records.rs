@@ -138,3 +138,22 @@ impl fmt::Debug for PendingOrder {
             .finish()
     }
 }
+
+/// The vendor requests one API key made inside its window, and any block a 429 set. Times are Unix
+/// milliseconds: whole seconds could let a request out up to a second before the vendor's window frees, and
+/// earn a 429.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUsage {
+    /// Unix milliseconds of each `GET` inside the window.
+    #[serde(default)]
+    pub reads_ms: Vec<i64>,
+    /// Unix milliseconds of each write inside the window.
+    #[serde(default)]
+    pub writes_ms: Vec<i64>,
+    /// Unix milliseconds until which the vendor said 429.
+    #[serde(default)]
+    pub blocked_until_ms: Option<i64>,
+}
+
+/// The request log of every API key, by key.
+pub type BudgetLog = std::collections::BTreeMap<String, KeyUsage>;

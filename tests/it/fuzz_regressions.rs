@@ -349,9 +349,8 @@ async fn emqx_429_with_a_huge_retry_after_is_an_error() {
         );
         let config = config(&text).unwrap();
         let emqx = config.emqx["prod"].clone();
-        let dir = tempfile::tempdir().unwrap();
-        let store = certkeeper::state::Store::open(dir.path()).unwrap();
-        let budget = std::sync::Arc::new(certkeeper::budget::Budget::load(&store).unwrap());
+        let store = std::sync::Arc::new(certkeeper::state::memory::Memory::default());
+        let budget = std::sync::Arc::new(certkeeper::budget::Budget::load(store).unwrap());
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client =
             certkeeper::deploy::emqx::client::EmqxClient::new(reqwest::Client::new(), emqx, budget);

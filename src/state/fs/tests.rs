@@ -1,7 +1,9 @@
 //! Unit tests of the state directory: modes, atomic writes, the lock, refused file types.
 
 use super::*;
-use crate::state::Step;
+use crate::certs::Bundle;
+use crate::state::{Record, StateStore as _, Step};
+use secrecy::ExposeSecret as _;
 
 #[test]
 fn dirs_and_files_are_private_and_round_trip() {
@@ -113,4 +115,63 @@ fn the_lock_removes_stale_temp_files_only() {
     assert!(!tmp.path().join(".tmpAAAAAA").exists());
     assert!(!tmp.path().join("deployments/.tmpBBBBBB").exists());
     assert!(tmp.path().join("deployments/keep.json").exists());
+}
+
+#[test]
+fn accounts_of_several_cas_and_the_budget_log_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let creds = |id: &str| -> crate::state::AccountCredentials {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "key_pkcs8": "AAAA", "directory": "https://ca.example/dir",
+        }))
+        .unwrap()
+    };
+    assert!(store.account("https://a.example/dir").unwrap().is_none());
+    store
+        .save_account("https://a.example/dir", &creds("https://a.example/acct/1"))
+        .unwrap();
+    store
+        .save_account("https://b.example/dir", &creds("https://b.example/acct/2"))
+        .unwrap();
+    let id_of = |dir: &str| {
+        serde_json::to_value(store.account(dir).unwrap().unwrap()).unwrap()["id"].clone()
+    };
+    assert_eq!(id_of("https://a.example/dir"), "https://a.example/acct/1");
+    assert_eq!(id_of("https://b.example/dir"), "https://b.example/acct/2");
+    let mode = fs::metadata(tmp.path().join("account.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let log = crate::state::BudgetLog::from([(
+        "key".to_owned(),
+        crate::state::KeyUsage {
+            reads_ms: vec![1, 2],
+            writes_ms: vec![3],
+            blocked_until_ms: None,
+        },
+    )]);
+    store.save_budget_log(&log).unwrap();
+    assert_eq!(store.budget_log().unwrap(), log);
+}
+
+#[test]
+fn an_unreadable_account_is_named_without_quoting_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let secret = "SECRET-KEY-MATERIAL";
+    let text =
+        serde_json::json!({"accounts": {"https://a.example/dir": {"id": 7, "key_pkcs8": secret}}});
+    store.write_json("account.json", &text).unwrap();
+    let Err(err) = store.account("https://a.example/dir") else {
+        panic!("a corrupt account was read")
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("account.json") && err.contains("https://a.example/dir"),
+        "{err}"
+    );
+    assert!(!err.contains(secret), "{err}");
 }

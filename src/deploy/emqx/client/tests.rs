@@ -153,7 +153,7 @@ fn client_for(url: String, store: &crate::state::Store) -> EmqxClient {
         issuer_key_match: crate::config::IssuerKeyMatch::Warn,
         rate_window: Duration::from_secs(3600),
     };
-    let budget = Arc::new(Budget::load(store).unwrap());
+    let budget = Arc::new(Budget::load(Arc::new(store.clone())).unwrap());
     let mut client = EmqxClient::new(vendor_http().unwrap(), config, budget);
     client.default_retry_after = Duration::from_millis(20);
     client
