@@ -135,59 +135,8 @@ impl Loader<'_> {
             None => None,
             Some(d) => Some(self.directory("staging_directory", d)?),
         };
-        self.inline_secrets |= raw.eab_hmac_key.is_some();
-        let eab = match &raw.eab_kid {
-            None if raw.eab_hmac_key.is_some()
-                || raw.eab_hmac_key_file.is_some()
-                || raw.eab_hmac_key_env.is_some() =>
-            {
-                return Err(self.err_at(span, "acme.eab_hmac_key_* is set but acme.eab_kid is not; set both from the CA's console"));
-            }
-            None => None,
-            Some(kid) => {
-                let key = self.secret(
-                    "eab_hmac_key",
-                    "acme",
-                    span.clone(),
-                    &raw.eab_hmac_key,
-                    &raw.eab_hmac_key_file,
-                    &raw.eab_hmac_key_env,
-                )?;
-                use base64::Engine as _;
-                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(key.trim_end_matches('=').as_bytes())
-                    .map_err(|_| self.err_at(span.clone(), "the EAB HMAC key is not base64url; paste it as the CA's console shows it"))?;
-                Some(Eab {
-                    kid: kid.clone(),
-                    hmac_key: decoded.into(),
-                })
-            }
-        };
-        let trust_roots = match raw.trust_roots {
-            None => None,
-            Some(p) => {
-                let path = PathBuf::from(p.get_ref());
-                let text = read_bounded(&path).map_err(|e| {
-                    self.err_at(
-                        p.span(),
-                        format!("cannot read acme.trust_roots {}: {e}", path.display()),
-                    )
-                })?;
-                if crate::certs::parse_pem_certs(&text)
-                    .map(|c| c.is_empty())
-                    .unwrap_or(true)
-                {
-                    return Err(self.err_at(
-                        p.span(),
-                        format!(
-                            "acme.trust_roots {} holds no PEM certificate",
-                            path.display()
-                        ),
-                    ));
-                }
-                Some(path)
-            }
-        };
+        let eab = self.eab(&raw, span)?;
+        let trust_roots = self.trust_roots(raw.trust_roots.as_ref())?;
         for contact in &raw.contact {
             if !contact.starts_with("mailto:") {
                 return Err(self.err(format!(
@@ -205,6 +154,72 @@ impl Loader<'_> {
             staging_directory,
             eab,
         })
+    }
+
+    /// External Account Binding: a key id and its HMAC key, both or neither.
+    fn eab(
+        &mut self,
+        raw: &raw::Acme,
+        span: std::ops::Range<usize>,
+    ) -> Result<Option<Eab>, ConfigError> {
+        self.inline_secrets |= raw.eab_hmac_key.is_some();
+        match &raw.eab_kid {
+            None if raw.eab_hmac_key.is_some()
+                || raw.eab_hmac_key_file.is_some()
+                || raw.eab_hmac_key_env.is_some() =>
+            {
+                Err(self.err_at(
+                    span,
+                    "acme.eab_hmac_key_* is set but acme.eab_kid is not; set both from the CA's console",
+                ))
+            }
+            None => Ok(None),
+            Some(kid) => {
+                let key = self.secret(
+                    "eab_hmac_key",
+                    "acme",
+                    span.clone(),
+                    &raw.eab_hmac_key,
+                    &raw.eab_hmac_key_file,
+                    &raw.eab_hmac_key_env,
+                )?;
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.trim_end_matches('=').as_bytes())
+                    .map_err(|_| self.err_at(span.clone(), "the EAB HMAC key is not base64url; paste it as the CA's console shows it"))?;
+                Ok(Some(Eab {
+                    kid: kid.clone(),
+                    hmac_key: decoded.into(),
+                }))
+            }
+        }
+    }
+
+    /// The CA certificates to trust instead of the system's, for a private CA (or Pebble).
+    fn trust_roots(&self, path: Option<&Spanned<String>>) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(p) = path else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(p.get_ref());
+        let text = read_bounded(&path).map_err(|e| {
+            self.err_at(
+                p.span(),
+                format!("cannot read acme.trust_roots {}: {e}", path.display()),
+            )
+        })?;
+        if crate::certs::parse_pem_certs(&text)
+            .map(|c| c.is_empty())
+            .unwrap_or(true)
+        {
+            return Err(self.err_at(
+                p.span(),
+                format!(
+                    "acme.trust_roots {} holds no PEM certificate",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Some(path))
     }
 
     /// Picks the named section, or the only one when no name is given.

@@ -1,7 +1,8 @@
 //! certkeeper's integration tests, in one binary so that the test bed (knotd + Pebble) starts once and
 //! `common` compiles once. One module per area:
 //!
-//! - [`renew`]: `renew`, `check` and `status` end to end against the EMQX stand-in.
+//! - [`renew`]: `renew` end to end against the EMQX stand-in.
+//! - [`cli`]: `check`, `status`, config errors and unknown deployments.
 //! - [`files`]: the files target against a real mosquitto.
 //! - [`daemon`]: `certkeeper run`: cron, signals, sd_notify, the lock.
 //! - [`planning`]: ARI, the request budget, dry run, profiles, EAB.
@@ -12,6 +13,7 @@
 
 mod common;
 
+mod cli;
 mod daemon;
 mod faults;
 mod files;

@@ -142,51 +142,14 @@ impl AriProxy {
             orders: Vec::new(),
             renewal_info: Vec::new(),
         }));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = Arc::new(Shared {
             client,
             upstream,
             authority: addr.to_string(),
             state: state.clone(),
         });
-        let thread = thread::Builder::new()
-            .name("ari-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("the proxy's runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .expect("register the proxy's listener");
-                    loop {
-                        let (tcp, _) = tokio::select! {
-                            accepted = listener.accept() => match accepted {
-                                Ok(a) => a,
-                                Err(_) => continue,
-                            },
-                            _ = &mut stopped => break,
-                        };
-                        let acceptor = acceptor.clone();
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            let Ok(tls) = acceptor.accept(tcp).await else {
-                                return;
-                            };
-                            let service = hyper::service::service_fn(move |req| {
-                                let shared = shared.clone();
-                                async move {
-                                    Ok::<_, std::convert::Infallible>(shared.handle(req).await)
-                                }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(tls), service)
-                                .await;
-                        });
-                    }
-                });
-            })
-            .expect("start the proxy thread");
+        let thread = serve(listener, acceptor, shared, stopped);
         Self {
             directory_url: format!("https://{addr}/dir"),
             trust_roots,
@@ -280,6 +243,29 @@ impl Shared {
         answer
     }
 
+    /// Whether to fail this certificate download (one of the failures `fail_downloads` asked for).
+    fn take_download_failure(&self) -> bool {
+        let mut state = self.lock();
+        let fail = state.fail_downloads > 0;
+        state.fail_downloads = state.fail_downloads.saturating_sub(1);
+        fail
+    }
+
+    /// Whether to refuse this order's `replaces` as already replaced (one of `reject_replaces`); a refusal is
+    /// recorded as a 409.
+    fn take_replaces_rejection(&self, replaces: &Option<String>) -> bool {
+        let mut state = self.lock();
+        let reject = state.reject_replaces > 0;
+        if reject {
+            state.reject_replaces -= 1;
+            state.orders.push(OrderSeen {
+                replaces: replaces.clone(),
+                status: 409,
+            });
+        }
+        reject
+    }
+
     async fn route(&self, req: Request<Incoming>) -> Answer {
         let (parts, body) = req.into_parts();
         let body = match body.collect().await {
@@ -294,43 +280,24 @@ impl Shared {
         {
             return self.renewal_info(id);
         }
-        if parts.method == hyper::Method::POST && path.starts_with("/certZ/") {
-            let fail = {
-                let mut state = self.lock();
-                let fail = state.fail_downloads > 0;
-                state.fail_downloads = state.fail_downloads.saturating_sub(1);
-                fail
-            };
-            if fail {
-                return self
-                    .refuse(
-                        &parts.headers,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "urn:ietf:params:acme:error:serverInternal",
-                        "the CA is down for a moment (test double)",
-                    )
-                    .await;
-            }
+        if parts.method == hyper::Method::POST
+            && path.starts_with("/certZ/")
+            && self.take_download_failure()
+        {
+            return self
+                .refuse(
+                    &parts.headers,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "urn:ietf:params:acme:error:serverInternal",
+                    "the CA is down for a moment (test double)",
+                )
+                .await;
         }
         let replaces = if parts.method == hyper::Method::POST && path == "/order-plz" {
             let replaces =
                 jws_payload(&body).and_then(|p| p["replaces"].as_str().map(str::to_owned));
-            if replaces.is_some() {
-                let reject = {
-                    let mut state = self.lock();
-                    let reject = state.reject_replaces > 0;
-                    if reject {
-                        state.reject_replaces -= 1;
-                        state.orders.push(OrderSeen {
-                            replaces: replaces.clone(),
-                            status: 409,
-                        });
-                    }
-                    reject
-                };
-                if reject {
-                    return self.already_replaced(&parts.headers).await;
-                }
+            if replaces.is_some() && self.take_replaces_rejection(&replaces) {
+                return self.already_replaced(&parts.headers).await;
             }
             Some(replaces)
         } else {
@@ -567,4 +534,51 @@ pub fn ari_cert_id(chain_pem: &str) -> String {
         .expect("the leaf has an Authority Key Identifier");
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     format!("{}.{}", b64.encode(aki), b64.encode(leaf.raw_serial()))
+}
+
+/// Serves the proxy on its own thread and runtime until `stopped` fires.
+fn serve(
+    listener: std::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name("ari-proxy".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the proxy's runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .expect("register the proxy's listener");
+                loop {
+                    let (tcp, _) = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok(a) => a,
+                            Err(_) => continue,
+                        },
+                        _ = &mut stopped => break,
+                    };
+                    let acceptor = acceptor.clone();
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper::service::service_fn(move |req| {
+                            let shared = shared.clone();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(shared.handle(req).await)
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            });
+        })
+        .expect("start the proxy thread")
 }

@@ -15,6 +15,11 @@ pub fn due() -> Option<time::OffsetDateTime> {
     Some(from_now(Duration::days(10)))
 }
 
+/// Not due under the default rule.
+pub fn not_due() -> Option<time::OffsetDateTime> {
+    Some(from_now(Duration::days(80)))
+}
+
 /// The deployment's record (`state/deployments/ID.json`), `Null` when there is none.
 pub fn record(case: &Case, id: &str) -> Value {
     let path = case.state_dir().join(format!("deployments/{id}.json"));

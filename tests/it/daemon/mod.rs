@@ -5,6 +5,7 @@
 //! log or the state directory up to a deadline; daemons are killed when their [`Daemon`] drops.
 
 use crate::common;
+use crate::common::probe::{due, not_due};
 
 use std::fs;
 use std::io::Write as _;
@@ -17,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, wait_until};
-use common::{Case, ConfigBuilder, assert_deployed, assert_no_txt, bed, from_now};
+use common::{Case, ConfigBuilder, assert_deployed, assert_no_txt, bed};
 use serde_json::{Value, json};
 
 /// Logged before each sleep: once at start, after each pass, after each reload.
@@ -38,16 +39,6 @@ const EXIT: Duration = Duration::from_secs(5);
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
-}
-
-/// Due under the default rule (less than 30 days left).
-fn due() -> Option<time::OffsetDateTime> {
-    Some(from_now(time::Duration::days(10)))
-}
-
-/// Not due under the default rule.
-fn not_due() -> Option<time::OffsetDateTime> {
-    Some(from_now(time::Duration::days(80)))
 }
 
 /// The case's config with a tick every 2 seconds and no jitter.
@@ -256,198 +247,6 @@ fn sigterm_during_issuance_keeps_the_certificate_for_the_next_renew_to_push() {
     case.assert_invariants();
 }
 
-#[test]
-fn sighup_keeps_the_old_config_when_the_new_one_is_broken_and_picks_up_a_valid_one() {
-    let case = Case::new("d-hup");
-    let (old, added) = ("t-d-hup-old", "t-d-hup-new");
-    let added_domains = ["t-d-hup-new.example.test"];
-    case.deployment(old, "one-way", not_due());
-    case.deployment(added, "one-way", due());
-    let builder = every_two_seconds(&case).deployment(old, &["t-d-hup-old.example.test"]);
-    let config = builder.write();
-
-    let mut daemon = start(&case, &config, &[]);
-    // The old deployment is not certkeeper's certificate: every pass asks the vendor once ("not due").
-    daemon.wait_for("not due", 1, START);
-
-    let broken: [(&str, String); 2] = [
-        ("TOML syntax", "state_dir = [\n".to_owned()),
-        (
-            "unknown key",
-            builder
-                .toml()
-                .replace("[acme]\n", "[acme]\nbogus_key = 1\n"),
-        ),
-    ];
-    for (n, (what, text)) in broken.iter().enumerate() {
-        common::bed::write_private(&config, text.as_bytes()).unwrap();
-        daemon.signal(libc::SIGHUP);
-        let log = daemon.wait_for("reload failed", n + 1, secs(5));
-        let line = log
-            .lines()
-            .filter(|l| l.contains("reload failed"))
-            .nth(n)
-            .unwrap();
-        assert!(
-            line.contains(&config.display().to_string()),
-            "{what}: the error names the file: {line}"
-        );
-        assert!(
-            daemon.try_status().is_none(),
-            "{what}: the daemon died:\n{log}"
-        );
-        // Later ticks still run, on the old config.
-        let passes = daemon.count("not due");
-        daemon.wait_for("not due", passes + 1, secs(5));
-    }
-    assert_eq!(
-        requests_for(&case, "GET", added),
-        0,
-        "{}",
-        case.request_summary()
-    );
-
-    builder.clone().deployment(added, &added_domains).write();
-    daemon.signal(libc::SIGHUP);
-    daemon.wait_for("configuration reloaded", 1, secs(5));
-    daemon.wait_for(RUNNING, 1, RENEWAL);
-
-    stop(&mut daemon, libc::SIGTERM);
-    assert_eq!(
-        requests_for(&case, "PUT", added),
-        1,
-        "{}",
-        case.request_summary()
-    );
-    assert_eq!(
-        requests_for(&case, "PUT", old),
-        0,
-        "{}",
-        case.request_summary()
-    );
-    assert_deployed(&case, added, &added_domains);
-    assert_no_txt(&added_domains);
-    case.assert_invariants();
-}
-
-#[test]
-fn sighup_with_an_acme_profile_the_ca_does_not_offer_keeps_the_old_config() {
-    let case = Case::new("d-hup-profile");
-    let id = "t-d-hup-profile";
-    case.deployment(id, "one-way", not_due());
-    let builder = every_two_seconds(&case).deployment(id, &["t-d-hup-profile.example.test"]);
-    let config = builder.write();
-    // The bed's Pebble offers no profiles: at start, this config is an error.
-    let unoffered = builder.clone().acme("profile", "shortlived");
-    unoffered.write();
-    let run = case.run(&config, &["run"]);
-    assert_eq!(run.code(), Some(2), "{run}");
-    assert!(run.stderr.contains("shortlived"), "{run}");
-
-    builder.write();
-    let mut daemon = start(&case, &config, &[]);
-    daemon.wait_for("not due", 1, START);
-    unoffered.write();
-    daemon.signal(libc::SIGHUP);
-    let log = daemon.wait_for("reload", 1, secs(5));
-    assert_eq!(daemon.count("configuration reloaded"), 0, "{log}");
-    assert_eq!(daemon.count("reload failed"), 1, "{log}");
-    stop(&mut daemon, libc::SIGTERM);
-    case.assert_invariants();
-}
-
-#[test]
-fn sighup_that_moves_state_dir_is_refused_and_the_old_state_kept() {
-    let case = Case::new("d-hup-state");
-    let id = "t-d-hup-state";
-    case.deployment(id, "one-way", not_due());
-    let builder = every_two_seconds(&case).deployment(id, &["t-d-hup-state.example.test"]);
-    let config = builder.write();
-    let mut daemon = start(&case, &config, &[]);
-    daemon.wait_for("not due", 1, START);
-
-    let elsewhere = case.dir.path().join("other-state");
-    builder
-        .clone()
-        .top("state_dir", elsewhere.to_str().unwrap())
-        .write();
-    daemon.signal(libc::SIGHUP);
-    let log = daemon.wait_for("reload failed", 1, secs(5));
-    assert!(log.contains("state_dir cannot change on reload"), "{log}");
-    assert!(log.contains("restart the service"), "{log}");
-    assert_eq!(daemon.count("configuration reloaded"), 0, "{log}");
-    // The daemon goes on with the directory it holds the lock of.
-    daemon.wait_for("not due", 2, secs(10));
-    assert!(!elsewhere.exists(), "nothing written to the new state_dir");
-    stop(&mut daemon, libc::SIGTERM);
-    case.assert_invariants();
-}
-
-#[test]
-fn renew_while_the_daemon_holds_the_lock_exits_3_or_waits_with_wait_lock() {
-    let case = Case::new("d-lock");
-    let id = "t-d-lock";
-    let domains = ["t-d-lock.example.test"];
-    // The daemon is mid-pass (holding the lock) for the whole pending phase after its PUT.
-    case.standin.settings(&json!({"pending": 4000}));
-    case.deployment(id, "one-way", due());
-    let config = every_two_seconds(&case)
-        .emqx("poll_interval", "500ms")
-        .deployment(id, &domains)
-        .write();
-
-    let mut daemon = start(&case, &config, &[]);
-    wait_until(
-        "PUT",
-        RENEWAL,
-        || case.requests("PUT") == 1,
-        || format!("{}\n{}", case.request_summary(), daemon.text()),
-    );
-    let holder = format!("pid {}", daemon.pid());
-
-    let locked = case.run(&config, &["renew"]);
-    assert_eq!(locked.code(), Some(3), "{locked}");
-    assert!(
-        locked.stderr.contains(&holder),
-        "the message names the holder ({holder}):\n{locked}"
-    );
-
-    let started = Instant::now();
-    let short = case.run(&config, &["renew", "--wait-lock", "1s"]);
-    assert_eq!(short.code(), Some(3), "{short}");
-    assert!(short.stderr.contains(&holder), "{short}");
-    assert!(
-        started.elapsed() >= secs(1),
-        "gave up after {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        daemon.count(RUNNING),
-        0,
-        "the daemon's pass must still be running:\n{}",
-        daemon.text()
-    );
-
-    let waited = case.run(&config, &["renew", "--wait-lock", "30s"]);
-    assert_eq!(waited.code(), Some(0), "{waited}");
-    assert!(waited.stderr.contains(WAITING), "{waited}");
-    assert_eq!(
-        daemon.count(RUNNING),
-        1,
-        "renew --wait-lock ran only after the daemon's pass:\n{}\n{waited}",
-        daemon.text()
-    );
-    assert!(
-        waited.stdout.contains(&format!("{id}: not due")),
-        "{waited}"
-    );
-
-    stop(&mut daemon, libc::SIGTERM);
-    assert_eq!(case.requests("PUT"), 1, "{}", case.request_summary());
-    assert_deployed(&case, id, &domains);
-    case.assert_invariants();
-}
-
 /// The datagrams a test `NOTIFY_SOCKET` received, with their arrival times.
 struct NotifySocket {
     messages: Arc<Mutex<Vec<(Instant, String)>>>,
@@ -607,7 +406,12 @@ fn notify_socket_gets_ready_status_reloading_stopping_and_watchdog() {
         "STOPPING=1 is the last message: {states:#?}"
     );
 
-    // WATCHDOG=1 at half of WATCHDOG_USEC (200 ms) for as long as the daemon ran.
+    assert_watchdog_rhythm(&notify);
+    case.assert_invariants();
+}
+
+/// WATCHDOG=1 at half of WATCHDOG_USEC (200 ms) for as long as the daemon ran.
+fn assert_watchdog_rhythm(notify: &NotifySocket) {
     let pings: Vec<Instant> = notify
         .all()
         .into_iter()
@@ -626,70 +430,7 @@ fn notify_socket_gets_ready_status_reloading_stopping_and_watchdog() {
         mean > Duration::from_millis(150) && mean < Duration::from_millis(260),
         "pings every {mean:?} on average, want 200 ms"
     );
-    case.assert_invariants();
 }
 
-/// Takes the state lock in this process as another certkeeper would: `STATE/lock`, an OS file lock, a PID.
-fn hold_lock(case: &Case, pid: &str) -> fs::File {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(case.state_dir())
-        .unwrap();
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(case.state_dir().join("lock"))
-        .unwrap();
-    file.try_lock().expect("take the state lock");
-    write!(file, "{pid}").unwrap();
-    file
-}
-
-#[test]
-fn daemon_waits_for_a_manual_pass_instead_of_failing() {
-    let case = Case::new("d-wait");
-    let id = "t-d-wait";
-    let domains = ["t-d-wait.example.test"];
-    case.deployment(id, "one-way", due());
-    let config = every_two_seconds(&case).deployment(id, &domains).write();
-    let fake_pid = "4194000";
-    let lock = hold_lock(&case, fake_pid);
-
-    // SIGTERM while waiting for the lock: a prompt, clean exit.
-    let mut daemon = start(&case, &config, &[]);
-    let log = daemon.wait_for(WAITING, 1, START);
-    assert!(log.contains(fake_pid), "the wait names the holder:\n{log}");
-    stop(&mut daemon, libc::SIGTERM);
-    drop(daemon);
-
-    let mut daemon = start(&case, &config, &[]);
-    daemon.wait_for(WAITING, 1, START);
-    // It keeps waiting, across the next tick, and neither fails nor touches the vendor or the CA.
-    let waiting_since = Instant::now();
-    while waiting_since.elapsed() < Duration::from_millis(2500) {
-        assert!(case.standin.log().is_empty(), "{}", case.request_summary());
-        assert!(daemon.try_status().is_none(), "{}", daemon.text());
-        thread::sleep(Duration::from_millis(100));
-    }
-    let log = daemon.text();
-    assert_eq!(daemon.count(WAITING), 1, "{log}");
-    assert!(!log.contains("ERROR"), "{log}");
-    assert!(!case.state_dir().join("account.json").exists());
-
-    drop(lock);
-    daemon.wait_for(RUNNING, 1, RENEWAL);
-    assert_eq!(
-        fs::read_to_string(case.state_dir().join("lock")).unwrap(),
-        daemon.pid().to_string(),
-        "the lock file names its last holder"
-    );
-    stop(&mut daemon, libc::SIGINT);
-    assert_eq!(case.requests("PUT"), 1, "{}", case.request_summary());
-    assert_deployed(&case, id, &domains);
-    assert_no_txt(&domains);
-    case.assert_invariants();
-}
+mod lock;
+mod reload;

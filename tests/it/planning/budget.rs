@@ -48,47 +48,7 @@ fn twenty_due_deployments_on_one_key_never_hit_429_and_renew_by_deadline() {
     let config = config.write();
 
     let started = Instant::now();
-    let mut passes = 0;
-    loop {
-        passes += 1;
-        let run = case.run(&config, &["renew"]);
-        assert_eq!(run.code(), Some(0), "pass {passes}:\n{run}");
-        for (id, _) in &expire_of {
-            assert!(run.failures_of(id).is_empty(), "pass {passes}:\n{run}");
-        }
-        let deferred = run
-            .stdout
-            .lines()
-            .filter(|l| l.contains(": deferred until "))
-            .count();
-        if deferred == 0 {
-            break;
-        }
-        assert!(
-            run.stdout.contains("no write left in the vendor budget"),
-            "pass {passes}:\n{run}"
-        );
-        assert!(passes < 6, "still deferring after {passes} passes:\n{run}");
-        assert!(
-            started.elapsed() < StdDuration::from_secs(60),
-            "20 renewals took too long"
-        );
-        // Next pass when the vendor's window has room for six writes again. (Waiting for the last write to leave
-        // the window, not the first, keeps every pass's writes inside one window.)
-        let last = case
-            .standin
-            .log()
-            .iter()
-            .rev()
-            .find(|e| e["method"] == "PUT")
-            .map(|e| parse_time(&e["at"]))
-            .expect("a pass that defers has written before");
-        let wait = last + Duration::seconds(WINDOW) + Duration::milliseconds(300)
-            - OffsetDateTime::now_utc();
-        if wait.is_positive() {
-            std::thread::sleep(StdDuration::try_from(wait).unwrap());
-        }
-    }
+    let passes = pass_until_nothing_is_deferred(&case, &config, &expire_of, WINDOW);
 
     let log = case.standin.log();
     assert!(
@@ -124,6 +84,59 @@ fn twenty_due_deployments_on_one_key_never_hit_429_and_renew_by_deadline() {
     }
     case.assert_invariants();
     eprintln!("20 renewals in {passes} passes, {:?}", started.elapsed());
+}
+
+/// Runs `renew` until no deployment is deferred any more, each next pass once the vendor's window has room
+/// again; every pass must exit 0 without failures. Returns how many passes it took.
+fn pass_until_nothing_is_deferred(
+    case: &Case,
+    config: &std::path::Path,
+    ids: &[(String, OffsetDateTime)],
+    window: i64,
+) -> usize {
+    let started = Instant::now();
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        let run = case.run(config, &["renew"]);
+        assert_eq!(run.code(), Some(0), "pass {passes}:\n{run}");
+        for (id, _) in ids {
+            assert!(run.failures_of(id).is_empty(), "pass {passes}:\n{run}");
+        }
+        let deferred = run
+            .stdout
+            .lines()
+            .filter(|l| l.contains(": deferred until "))
+            .count();
+        if deferred == 0 {
+            break;
+        }
+        assert!(
+            run.stdout.contains("no write left in the vendor budget"),
+            "pass {passes}:\n{run}"
+        );
+        assert!(passes < 6, "still deferring after {passes} passes:\n{run}");
+        assert!(
+            started.elapsed() < StdDuration::from_secs(60),
+            "20 renewals took too long"
+        );
+        // Next pass when the vendor's window has room for six writes again. (Waiting for the last write to leave
+        // the window, not the first, keeps every pass's writes inside one window.)
+        let last = case
+            .standin
+            .log()
+            .iter()
+            .rev()
+            .find(|e| e["method"] == "PUT")
+            .map(|e| parse_time(&e["at"]))
+            .expect("a pass that defers has written before");
+        let wait = last + Duration::seconds(window) + Duration::milliseconds(300)
+            - OffsetDateTime::now_utc();
+        if wait.is_positive() {
+            std::thread::sleep(StdDuration::try_from(wait).unwrap());
+        }
+    }
+    passes
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! bed's Pebble does not issue.
 
 use crate::common;
+use crate::common::probe::due;
 
 use std::fs;
 use std::path::Path;
@@ -23,11 +24,6 @@ use common::{
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
-
-/// Due under every rule for a certificate certkeeper knows nothing about (less than 30 days left).
-fn due() -> Option<OffsetDateTime> {
-    Some(from_now(Duration::days(10)))
-}
 
 /// `t` as certkeeper prints it (`renew::day`): `2026-02-01 12:00 UTC`.
 fn day(t: OffsetDateTime) -> String {
