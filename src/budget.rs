@@ -127,38 +127,20 @@ impl Budget {
         kind: Kind,
         now: OffsetDateTime,
     ) -> Result<(), ChargeError> {
-        let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        let usage = all.entry(key.to_owned()).or_default();
-        let now_ms = ms(now);
-        let window = limits.window.as_millis() as i64;
-        usage.reads_ms.retain(|t| now_ms - t < window);
-        usage.writes_ms.retain(|t| now_ms - t < window);
-        if let Some(until) = usage.blocked_until_ms {
-            if until > now_ms {
-                return Err(ChargeError::Exhausted(Exhausted {
-                    key: key.to_owned(),
-                    until: ts(until),
-                    why: "the vendor answered 429",
-                }));
-            }
-            usage.blocked_until_ms = None;
-        }
-        let room_at = usage.room_at(limits, kind, now_ms);
-        if room_at > now_ms {
-            return Err(ChargeError::Exhausted(Exhausted {
-                key: key.to_owned(),
-                until: ts(room_at),
-                why: match kind {
-                    Kind::Read => "GET limit reached",
-                    Kind::Write => "write limit reached",
-                },
-            }));
-        }
-        match kind {
-            Kind::Read => usage.reads_ms.push(now_ms),
-            Kind::Write => usage.writes_ms.push(now_ms),
-        }
-        self.store.save_budget_log(&all).map_err(ChargeError::Store)
+        let mut verdict = Ok(());
+        // Read, decide and write under the store's update lock: a task or process charging the same key at the
+        // same moment sees this charge, and the window is never overspent between them.
+        let log = self
+            .store
+            .update_budget_log(&mut |log| {
+                let clamped = sanitize(log, now);
+                let usage = log.entry(key.to_owned()).or_default();
+                verdict = spend(usage, key, limits, kind, now);
+                verdict.is_ok() || clamped > 0
+            })
+            .map_err(ChargeError::Store)?;
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = log;
+        verdict.map_err(ChargeError::Exhausted)
     }
 
     /// Records a 429: no request of this key until `until`.
@@ -167,9 +149,12 @@ impl Budget {
     /// When the block cannot be persisted.
     pub fn block(&self, key: &str, until: OffsetDateTime) -> Result<(), StoreError> {
         let until = until.min(OffsetDateTime::now_utc() + MAX_BLOCK);
-        let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        all.entry(key.to_owned()).or_default().blocked_until_ms = Some(ms(until));
-        self.store.save_budget_log(&all)
+        let log = self.store.update_budget_log(&mut |log| {
+            log.entry(key.to_owned()).or_default().blocked_until_ms = Some(ms(until));
+            true
+        })?;
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = log;
+        Ok(())
     }
 
     /// The earliest moment at or after `now` when a request of `kind` is affordable for `key`.
@@ -180,11 +165,28 @@ impl Budget {
         kind: Kind,
         now: OffsetDateTime,
     ) -> OffsetDateTime {
+        self.available_after(key, limits, kind, now, 0)
+    }
+
+    /// [`Budget::available_at`] once `extra` more requests of `kind` were sent at `now` (those a concurrent pass
+    /// has promised to other deployments).
+    pub fn available_after(
+        &self,
+        key: &str,
+        limits: Limits,
+        kind: Kind,
+        now: OffsetDateTime,
+        extra: u32,
+    ) -> OffsetDateTime {
         let all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(usage) = all.get(key) else {
-            return now;
-        };
+        let mut usage = all.get(key).cloned().unwrap_or_default();
+        drop(all);
         let now_ms = ms(now);
+        let spent = match kind {
+            Kind::Read => &mut usage.reads_ms,
+            Kind::Write => &mut usage.writes_ms,
+        };
+        spent.extend(std::iter::repeat_n(now_ms, extra as usize));
         ts(usage
             .room_at(limits, kind, now_ms)
             .max(usage.blocked_until_ms.unwrap_or(now_ms))
@@ -207,6 +209,33 @@ impl Budget {
         let (inside, limit) = usage.inside(limits, kind, now_ms);
         limit.saturating_sub(inside.len() as u32)
     }
+
+    /// Requests of `kind` affordable for `key` between `now` and `until`: those left now, plus those that leave
+    /// the window before `until` (0 while blocked).
+    pub fn affordable_by(
+        &self,
+        key: &str,
+        limits: Limits,
+        kind: Kind,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> u32 {
+        let all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(usage) = all.get(key) else {
+            return match kind {
+                Kind::Read => limits.reads,
+                Kind::Write => limits.writes,
+            };
+        };
+        let now_ms = ms(now);
+        if usage.blocked_until_ms.is_some_and(|u| u > now_ms) {
+            return 0;
+        }
+        let window = limits.window.as_millis() as i64;
+        let (inside, limit) = usage.inside(limits, kind, now_ms);
+        let still_inside = inside.iter().filter(|&&t| t + window > ms(until)).count();
+        limit.saturating_sub(still_inside as u32)
+    }
 }
 
 /// Why a request could not be charged.
@@ -221,9 +250,49 @@ pub enum ChargeError {
     Store(#[from] StoreError),
 }
 
+/// Spends one request of `kind` from `usage`, or says when one is affordable.
+fn spend(
+    usage: &mut KeyUsage,
+    key: &str,
+    limits: Limits,
+    kind: Kind,
+    now: OffsetDateTime,
+) -> Result<(), Exhausted> {
+    let now_ms = ms(now);
+    let window = limits.window.as_millis() as i64;
+    usage.reads_ms.retain(|t| now_ms - t < window);
+    usage.writes_ms.retain(|t| now_ms - t < window);
+    if let Some(until) = usage.blocked_until_ms {
+        if until > now_ms {
+            return Err(Exhausted {
+                key: key.to_owned(),
+                until: ts(until),
+                why: "the vendor answered 429",
+            });
+        }
+        usage.blocked_until_ms = None;
+    }
+    let room_at = usage.room_at(limits, kind, now_ms);
+    if room_at > now_ms {
+        return Err(Exhausted {
+            key: key.to_owned(),
+            until: ts(room_at),
+            why: match kind {
+                Kind::Read => "GET limit reached",
+                Kind::Write => "write limit reached",
+            },
+        });
+    }
+    match kind {
+        Kind::Read => usage.reads_ms.push(now_ms),
+        Kind::Write => usage.writes_ms.push(now_ms),
+    }
+    Ok(())
+}
+
 /// Requests cannot have been sent in the future, and no block lasts longer than [`MAX_BLOCK`]: entries a clock
-/// that ran ahead left behind are brought back to `now`, with one warning.
-fn sanitized(mut all: BudgetLog, now: OffsetDateTime) -> BudgetLog {
+/// that ran ahead left behind are brought back to `now`, with one warning. Returns how many were.
+fn sanitize(all: &mut BudgetLog, now: OffsetDateTime) -> usize {
     let now_ms = ms(now);
     let max_block_ms = now_ms.saturating_add(MAX_BLOCK.as_millis() as i64);
     let mut clamped = 0usize;
@@ -244,11 +313,16 @@ fn sanitized(mut all: BudgetLog, now: OffsetDateTime) -> BudgetLog {
     if clamped > 0 {
         tracing::warn!(
             entries = clamped,
-            "the request budget file has times in the future (a clock that ran ahead?); read them as now, and \
-             blocks as at most {} hours",
+            "the request log has times in the future (a clock that ran ahead?); read them as now, and blocks \
+             as at most {} hours",
             MAX_BLOCK.as_secs() / 3600
         );
     }
+    clamped
+}
+
+fn sanitized(mut all: BudgetLog, now: OffsetDateTime) -> BudgetLog {
+    sanitize(&mut all, now);
     all
 }
 
@@ -347,7 +421,10 @@ mod tests {
             blocked_until_ms: Some(year),
         };
         store
-            .save_budget_log(&BudgetLog::from([("k".to_owned(), usage)]))
+            .update_budget_log(&mut |log| {
+                log.insert("k".to_owned(), usage.clone());
+                true
+            })
             .unwrap();
         let b = Budget::load(store.clone()).unwrap();
         let limits = Limits {
@@ -363,5 +440,36 @@ mod tests {
         );
         b.block("k", now + time::Duration::days(400)).unwrap();
         assert!(b.available_at("k", limits, Kind::Read, now) <= now + time::Duration::hours(25));
+    }
+
+    #[test]
+    fn concurrent_charges_from_separate_processes_never_overspend() {
+        // Each thread opens the directory as its own process would: its own Store, Budget and lock files.
+        let tmp = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            reads: 40,
+            writes: 1,
+            window: Duration::from_secs(3600),
+        };
+        let granted: u32 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let store: Arc<dyn StateStore> = Arc::new(Store::open(tmp.path()).unwrap());
+                        let b = Budget::load(store).unwrap();
+                        (0..10)
+                            .filter(|_| {
+                                b.charge("k", limits, Kind::Read, OffsetDateTime::now_utc())
+                                    .is_ok()
+                            })
+                            .count() as u32
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 40, "80 attempts against a limit of 40");
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(store.budget_log().unwrap()["k"].reads_ms.len(), 40);
     }
 }

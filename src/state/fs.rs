@@ -80,6 +80,16 @@ pub enum StoreError {
         /// The holder's PID as it wrote it, or "unknown".
         pid: String,
     },
+    /// Another certkeeper is working on this deployment.
+    #[error(
+        "another certkeeper (pid {pid}) is renewing deployment {id}; wait for it (`--wait-lock`) or stop it"
+    )]
+    Busy {
+        /// The deployment.
+        id: String,
+        /// The holder's PID as it wrote it, or "unknown".
+        pid: String,
+    },
 }
 
 /// The largest state file read: records and bundles are a few KiB; anything larger is not ours.
@@ -163,12 +173,6 @@ pub struct Store {
     dir: PathBuf,
 }
 
-/// The held single-instance lock; released when dropped (and by the kernel if the process dies).
-#[derive(Debug)]
-pub struct StoreLock {
-    _file: File,
-}
-
 impl Store {
     /// Opens (creating as 0700) the state directory.
     ///
@@ -188,6 +192,13 @@ impl Store {
             .create(&deployments)
             .map_err(io_err("cannot create", &deployments))?;
         check_private_dir(&deployments)?;
+        let locks = dir.join("locks");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&locks)
+            .map_err(io_err("cannot create", &locks))?;
+        check_private_dir(&locks)?;
         Ok(Store {
             dir: dir.to_path_buf(),
         })
@@ -196,88 +207,6 @@ impl Store {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Takes the exclusive lock without waiting.
-    ///
-    /// # Errors
-    /// [`StoreError::Locked`] naming the holder's PID when another process holds it.
-    pub fn try_lock(&self) -> Result<StoreLock, StoreError> {
-        let path = self.dir.join("lock");
-        // No symlink is followed: a `lock` pointing elsewhere would have its target truncated below.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => StoreError::Unreadable {
-                    path: path.clone(),
-                    what: "is a symbolic link".into(),
-                },
-                _ => io_err("cannot open lock file", &path)(e),
-            })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(StoreError::Locked {
-                    path: self.dir.clone(),
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid.into()
-                    },
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &path)(e)),
-        }
-        file.set_len(0).map_err(io_err("cannot write", &path))?;
-        write!(file, "{}", std::process::id()).map_err(io_err("cannot write", &path))?;
-        // Only the lock holder can know no atomic write is in flight.
-        self.remove_stale_temp_files();
-        Ok(StoreLock { _file: file })
-    }
-
-    /// Takes the lock, waiting while another process holds it: at most `limit` (forever when `None`), and
-    /// no longer than until `stop` fires. Returns `None` only when `stop` fired first.
-    ///
-    /// # Errors
-    /// [`StoreError::Locked`] when `limit` passed; I/O errors.
-    pub async fn lock_waiting(
-        &self,
-        limit: Option<std::time::Duration>,
-        stop: &crate::shutdown::Shutdown,
-    ) -> Result<Option<StoreLock>, StoreError> {
-        // A blocking flock cannot be abandoned on SIGTERM; polling a few times a second costs nothing and
-        // happens only while another certkeeper is working.
-        const POLL: std::time::Duration = std::time::Duration::from_millis(250);
-        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
-        let mut announced = false;
-        loop {
-            match self.try_lock() {
-                Ok(lock) => return Ok(Some(lock)),
-                Err(StoreError::Locked { pid, path }) => {
-                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                        return Err(StoreError::Locked { pid, path });
-                    }
-                    if !announced {
-                        tracing::info!(pid = %pid, "another certkeeper holds the state lock; waiting for it");
-                        announced = true;
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                () = stop.wait() => return Ok(None),
-            }
-        }
     }
 
     /// Reads a JSON state file; `None` if it does not exist.
@@ -335,33 +264,6 @@ impl Store {
         Ok(())
     }
 
-    /// Removes the temp files of atomic writes a killed process left (`.tmp*` in the state directory and in
-    /// `deployments/`). Best effort: a file that cannot be removed is only logged.
-    fn remove_stale_temp_files(&self) {
-        for dir in [self.dir.clone(), self.dir.join("deployments")] {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let stale = entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(TEMP_PREFIX))
-                    && entry.file_type().is_ok_and(|t| t.is_file());
-                if stale {
-                    match fs::remove_file(entry.path()) {
-                        Ok(()) => {
-                            tracing::info!(file = %entry.path().display(), "removed the temp file of an interrupted write")
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %entry.path().display(), "cannot remove a stale temp file: {e}")
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Removes a state file (relative to the state dir); a missing one is fine.
     fn remove(&self, name: &str) -> Result<(), StoreError> {
         let path = self.dir.join(name);
@@ -373,6 +275,9 @@ impl Store {
 }
 
 mod items;
+mod lock;
+
+pub use lock::{StoreLock, wait_for};
 
 #[cfg(test)]
 mod tests;

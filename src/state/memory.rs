@@ -1,11 +1,13 @@
 //! An in-memory [`StateStore`], for the pipeline's unit tests and as the smallest example of a backend.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{JournalEntry, StateStore};
 use crate::certs::Bundle;
-use crate::state::{AccountCredentials, BudgetLog, PendingOrder, Record, StoreError};
+use crate::state::{
+    AccountCredentials, BudgetLog, DeploymentLock, PendingOrder, Record, StoreError,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -16,16 +18,30 @@ struct Inner {
     /// As serialized: the CA client's credentials cannot be cloned.
     accounts: BTreeMap<String, serde_json::Value>,
     budget: BudgetLog,
+    locked: std::collections::BTreeSet<String>,
 }
 
 /// Everything in a map behind a mutex; nothing survives the process.
 #[derive(Default)]
-pub struct Memory(Mutex<Inner>);
+pub struct Memory(Arc<Mutex<Inner>>);
+
+/// Releases a deployment lock of [`Memory`].
+struct Unlock(Arc<Mutex<Inner>>, String);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        lock(&self.0).locked.remove(&self.1);
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // Plain maps: a panic elsewhere cannot leave them half-updated.
+    inner.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl Memory {
     fn inner(&self) -> MutexGuard<'_, Inner> {
-        // Plain maps: a panic elsewhere cannot leave them half-updated.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.0)
     }
 }
 
@@ -117,8 +133,22 @@ impl StateStore for Memory {
         Ok(self.inner().budget.clone())
     }
 
-    fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError> {
-        self.inner().budget = log.clone();
-        Ok(())
+    fn update_budget_log(
+        &self,
+        update: &mut dyn FnMut(&mut BudgetLog) -> bool,
+    ) -> Result<BudgetLog, StoreError> {
+        let mut inner = self.inner();
+        update(&mut inner.budget);
+        Ok(inner.budget.clone())
+    }
+
+    fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {
+        if !self.inner().locked.insert(id.to_owned()) {
+            return Err(StoreError::Busy {
+                id: id.to_owned(),
+                pid: std::process::id().to_string(),
+            });
+        }
+        Ok(DeploymentLock::new(Unlock(self.0.clone(), id.to_owned())))
     }
 }

@@ -13,7 +13,7 @@ mod fs;
 pub mod memory;
 mod records;
 
-pub use fs::{MAX_STATE_FILE, Store, StoreError, StoreLock};
+pub use fs::{MAX_STATE_FILE, Store, StoreError, StoreLock, wait_for};
 pub use instant_acme::AccountCredentials;
 pub use records::{
     AriRecord, BudgetLog, CertRecord, KeyUsage, Outcome, PendingOrder, PlanRecord, Record, Step,
@@ -21,6 +21,22 @@ pub use records::{
 
 /// A TXT record published for DNS-01 and not yet removed: `(owner name, value)`.
 pub type JournalEntry = (String, String);
+
+/// A held deployment lock ([`StateStore::try_lock_deployment`]), whatever the backend; released on drop.
+pub struct DeploymentLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl DeploymentLock {
+    /// Wraps a backend's guard.
+    pub fn new(guard: impl Send + Sync + 'static) -> DeploymentLock {
+        DeploymentLock(Box::new(guard))
+    }
+}
+
+impl std::fmt::Debug for DeploymentLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeploymentLock")
+    }
+}
 
 /// The per-deployment state the pipeline persists. Every write is atomic: after a crash a reader sees the
 /// old or the new value, never a mix.
@@ -92,11 +108,23 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// It cannot be read or is corrupt.
     fn budget_log(&self) -> Result<BudgetLog, StoreError>;
-    /// Replaces the request log. Every request is charged here before it is sent.
+    /// Changes the request log atomically against every other process sharing this store: `update` sees the
+    /// latest log and returns whether it changed it (and it must be written). Returns the log as it is now.
+    /// A backend may call `update` more than once (an optimistic one, on a conflict). Every request is
+    /// charged here before it is sent.
     ///
     /// # Errors
-    /// The write failed: the request must then not be sent.
-    fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError>;
+    /// The log cannot be read or written: the request must then not be sent.
+    fn update_budget_log(
+        &self,
+        update: &mut dyn FnMut(&mut BudgetLog) -> bool,
+    ) -> Result<BudgetLog, StoreError>;
+    /// Takes the lock of deployment `id` without waiting: one process works on a deployment at a time, while
+    /// other deployments proceed in other processes. Released when the guard drops.
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`] naming the holder when another process works on `id`.
+    fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError>;
 
     /// Returns false for a store that drops its writes ([`ReadOnly`]): nothing it is given was persisted.
     fn persists(&self) -> bool {
@@ -148,8 +176,14 @@ macro_rules! delegate {
             fn budget_log(&self) -> Result<BudgetLog, StoreError> {
                 (**self).budget_log()
             }
-            fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError> {
-                (**self).save_budget_log(log)
+            fn update_budget_log(
+                &self,
+                update: &mut dyn FnMut(&mut BudgetLog) -> bool,
+            ) -> Result<BudgetLog, StoreError> {
+                (**self).update_budget_log(update)
+            }
+            fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {
+                (**self).try_lock_deployment(id)
             }
             fn persists(&self) -> bool {
                 (**self).persists()
@@ -223,8 +257,17 @@ impl<S: StateStore> StateStore for ReadOnly<S> {
         self.0.budget_log()
     }
 
-    fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError> {
-        self.0.save_budget_log(log)
+    fn update_budget_log(
+        &self,
+        update: &mut dyn FnMut(&mut BudgetLog) -> bool,
+    ) -> Result<BudgetLog, StoreError> {
+        self.0.update_budget_log(update)
+    }
+
+    /// A dry run takes the lock too: it must not read a deployment's state halfway through another
+    /// process's steps.
+    fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {
+        self.0.try_lock_deployment(id)
     }
 
     fn persists(&self) -> bool {

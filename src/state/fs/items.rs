@@ -1,8 +1,9 @@
-//! What each [`StateStore`] item is on disk: with `lock` (in `fs.rs`), the only code that names a state file.
+//! What each [`StateStore`] item is on disk: with the lock files (`lock.rs`), the only code that names a state
+//! file.
 //!
 //! ```text
 //! account.json                   ACME accounts, one per CA directory (secret)
-//! budget.json                    vendor requests per API key
+//! budget.json                    vendor requests per API key (changed under update.lock)
 //! deployments/<id>.json          the record
 //! deployments/<id>.pem           the bundle in flight: key then chain (secret)
 //! deployments/<id>.order.json    the order being finalized, with its key (secret)
@@ -16,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, read_state_file};
 use crate::certs::Bundle;
-use crate::state::{AccountCredentials, BudgetLog, JournalEntry, PendingOrder, Record, StateStore};
+use crate::state::{
+    AccountCredentials, BudgetLog, DeploymentLock, JournalEntry, PendingOrder, Record, StateStore,
+};
 
 const ACCOUNTS_FILE: &str = "account.json";
 const BUDGET_FILE: &str = "budget.json";
@@ -169,7 +172,20 @@ impl StateStore for Store {
         Ok(self.read_json(BUDGET_FILE)?.unwrap_or_default())
     }
 
-    fn save_budget_log(&self, log: &BudgetLog) -> Result<(), StoreError> {
-        self.write_json(BUDGET_FILE, log)
+    fn update_budget_log(
+        &self,
+        update: &mut dyn FnMut(&mut BudgetLog) -> bool,
+    ) -> Result<BudgetLog, StoreError> {
+        self.updating(|| {
+            let mut log: BudgetLog = self.read_json(BUDGET_FILE)?.unwrap_or_default();
+            if update(&mut log) {
+                self.write_json(BUDGET_FILE, &log)?;
+            }
+            Ok(log)
+        })
+    }
+
+    fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {
+        Store::try_lock_deployment(self, id).map(DeploymentLock::new)
     }
 }

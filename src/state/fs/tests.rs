@@ -153,7 +153,14 @@ fn accounts_of_several_cas_and_the_budget_log_round_trip() {
             blocked_until_ms: None,
         },
     )]);
-    store.save_budget_log(&log).unwrap();
+    let want = log.clone();
+    let now = store
+        .update_budget_log(&mut |l| {
+            *l = want.clone();
+            true
+        })
+        .unwrap();
+    assert_eq!(now, log);
     assert_eq!(store.budget_log().unwrap(), log);
 }
 
@@ -174,4 +181,26 @@ fn an_unreadable_account_is_named_without_quoting_its_key() {
         "{err}"
     );
     assert!(!err.contains(secret), "{err}");
+}
+
+#[test]
+fn a_busy_deployment_names_its_holder_and_others_stay_free() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let shared = store.try_lock_shared().unwrap();
+    let _also_shared = Store::open(tmp.path()).unwrap().try_lock_shared().unwrap();
+    let held = store.try_lock_deployment("a").unwrap();
+    match store.try_lock_deployment("a") {
+        Err(StoreError::Busy { id, pid }) => {
+            assert_eq!(id, "a");
+            assert_eq!(pid, std::process::id().to_string());
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    let _b = store.try_lock_deployment("b").unwrap();
+    drop(held);
+    let _a = store.try_lock_deployment("a").unwrap();
+    // Passes share the state lock; an exclusive holder waits for them all.
+    assert!(matches!(store.try_lock(), Err(StoreError::Locked { .. })));
+    drop(shared);
 }
