@@ -79,6 +79,7 @@ impl Loader<'_> {
         let raw = raw.unwrap_or(raw::Schedule {
             cron: None,
             jitter: None,
+            concurrency: None,
         });
         let cron = match &raw.cron {
             None => DEFAULT_CRON.parse().expect("the default cron expression parses"),
@@ -100,9 +101,26 @@ impl Loader<'_> {
                 "schedule.cron has no future tick; the daemon would never run a pass",
             ));
         }
+        let concurrency = match &raw.concurrency {
+            None => DEFAULT_CONCURRENCY,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n @ 1..=MAX_CONCURRENCY) => n,
+                _ => {
+                    return Err(self.err_at(
+                        n.span(),
+                        format!(
+                            "schedule.concurrency = {} is out of range: from 1 (one deployment after another) to \
+                             {MAX_CONCURRENCY}",
+                            n.get_ref()
+                        ),
+                    ));
+                }
+            },
+        };
         Ok(ScheduleConfig {
             cron,
             jitter: self.duration(&raw.jitter, DEFAULT_JITTER)?,
+            concurrency,
         })
     }
 

@@ -60,6 +60,12 @@ pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_CRON: &str = "0 0 */6 * * *";
 /// Default random delay added to each daemon tick.
 pub const DEFAULT_JITTER: Duration = Duration::from_secs(30 * 60);
+/// Deployments a pass works on at once by default. Each waits mostly on the network (the CA, DNS, the
+/// vendor's `pending`), so eight cost little and make a fleet pass about eight times shorter.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The most deployments a pass works on at once: beyond this the CA's and the DNS server's rate limits,
+/// not certkeeper, set the pace.
+pub const MAX_CONCURRENCY: usize = 256;
 /// The longest duration any setting accepts.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 /// The largest config file, secret file or PEM file read (a runaway path such as /dev/zero must fail, not
@@ -123,6 +129,8 @@ pub struct ScheduleConfig {
     /// Each tick waits a random delay in `[0, jitter)` so that many agents do not hit the CA and the vendor at
     /// the same second.
     pub jitter: Duration,
+    /// How many deployments a pass works on at once (at least 1: one after another).
+    pub concurrency: usize,
 }
 
 /// `[acme]`.
@@ -240,6 +248,7 @@ mod raw {
     pub struct Schedule {
         pub cron: Option<Spanned<String>>,
         pub jitter: Option<Spanned<String>>,
+        pub concurrency: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize)]

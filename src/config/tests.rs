@@ -134,6 +134,23 @@ fn schedule_defaults_and_errors() {
 }
 
 #[test]
+fn concurrency_defaults_to_eight_and_is_bounded() {
+    let deployment = "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n";
+    let c = parse(&base(deployment)).unwrap();
+    assert_eq!(c.schedule.concurrency, DEFAULT_CONCURRENCY);
+    let c = parse(&base(&format!("[schedule]\nconcurrency = 1\n{deployment}"))).unwrap();
+    assert_eq!(c.schedule.concurrency, 1);
+    for bad in ["0", "-3", "100000"] {
+        let e = parse(&base(&format!(
+            "[schedule]\nconcurrency = {bad}\n{deployment}"
+        )))
+        .unwrap_err();
+        assert_eq!(e.position, Some((14, 15)), "{e}");
+        assert!(e.to_string().contains("schedule.concurrency"), "{e}");
+    }
+}
+
+#[test]
 fn key_types_use_the_documented_spelling() {
     for (text, kt) in [
         ("ecdsa-p256", KeyType::EcdsaP256),
