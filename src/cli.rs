@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use certkeeper::config::{Config, DEFAULT_CONFIG_PATH, TargetConfig};
 use certkeeper::daemon;
-use certkeeper::pipeline::{self, Pipeline};
+use certkeeper::pipeline::{self, LockWait, Pipeline};
 use certkeeper::shutdown::{self, Shutdown};
 use certkeeper::state::{StateStore as _, Step, Store, StoreError};
 use certkeeper::systemd::Notifier;
@@ -309,6 +309,22 @@ fn issue(
         Ok(lock) => lock,
         Err(code) => return code,
     };
+    // Not while a pass works on the same deployment: both would use its pending order.
+    let _deployment = match runtime.block_on(certkeeper::state::wait_for(
+        wait_lock.or(Some(std::time::Duration::ZERO)),
+        &Shutdown::never(),
+        || store.try_lock_deployment(id),
+    )) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return if matches!(e, StoreError::Busy { .. }) {
+                EXIT_LOCKED
+            } else {
+                EXIT_FAILED
+            };
+        }
+    };
     // Create the file first: a name that is taken is an error before any certificate is spent.
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
@@ -433,7 +449,7 @@ fn lock_or_exit(
     stop: &Shutdown,
 ) -> Result<certkeeper::state::StoreLock, u8> {
     let lock = match wait_lock {
-        None => store.try_lock().map(Some),
+        None => store.try_lock_shared().map(Some),
         Some(limit) => runtime.block_on(store.lock_waiting(Some(limit), stop)),
     };
     match lock {
@@ -512,8 +528,12 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
         Ok(lock) => lock,
         Err(code) => return code,
     };
+    let lock_wait = match wait_lock {
+        None => LockWait::Never,
+        Some(limit) => LockWait::Upto(limit),
+    };
     let agent = match Pipeline::new(config, Arc::new(store)) {
-        Ok(a) => a.with_dry_run(dry_run),
+        Ok(a) => a.with_dry_run(dry_run).with_lock_wait(lock_wait),
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_FAILED;
@@ -527,23 +547,43 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
             EXIT_FAILED
         };
     }
-    let reports = runtime.block_on(agent.pass(only, now, &stop));
-    let mut code = EXIT_OK;
-    for report in reports {
-        match report.result {
-            Ok(done) => println!("{}: {done}", report.id),
-            // Stopped by a signal at a safe point: nothing failed, the next pass resumes.
-            Err(e @ pipeline::RenewError::Interrupted(_)) => println!("{}: {e}", report.id),
-            Err(e) => {
-                code = EXIT_FAILED;
-                eprintln!("{}: {e}", report.id);
-                if verbose {
-                    print_causes(&e);
-                }
+    runtime.block_on(run_pass(&agent, only, now, &stop, verbose))
+}
+
+/// Runs the pass, printing one line per deployment as it finishes; returns the exit code.
+async fn run_pass(
+    agent: &Pipeline,
+    only: &[String],
+    now: bool,
+    stop: &Shutdown,
+    verbose: bool,
+) -> u8 {
+    let (mut failed, mut busy) = (false, false);
+    // One line per deployment as it finishes: a long concurrent pass shows its progress.
+    let mut print = |report: &pipeline::Report| match &report.result {
+        Ok(done) => println!("{}: {done}", report.id),
+        // Stopped by a signal at a safe point: nothing failed, the next pass resumes.
+        Err(e @ pipeline::RenewError::Interrupted(_)) => println!("{}: {e}", report.id),
+        Err(e @ pipeline::RenewError::Store(StoreError::Busy { .. })) => {
+            busy = true;
+            eprintln!("{}: {e}", report.id);
+        }
+        Err(e) => {
+            failed = true;
+            eprintln!("{}: {e}", report.id);
+            if verbose {
+                print_causes(e);
             }
         }
+    };
+    agent.pass_reporting(only, now, stop, &mut print).await;
+    if failed {
+        EXIT_FAILED
+    } else if busy {
+        EXIT_LOCKED
+    } else {
+        EXIT_OK
     }
-    code
 }
 
 fn print_causes(err: &dyn std::error::Error) {

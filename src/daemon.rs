@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::Config;
-use crate::pipeline::{self, Pipeline, Report};
+use crate::pipeline::{self, LockWait, Pipeline, Report};
 use crate::shutdown::{self, Shutdown};
 use crate::state::Store;
 use crate::systemd::Notifier;
@@ -79,7 +79,8 @@ fn next_tick(
 
 fn build(config: Config) -> Result<Pipeline, pipeline::RenewError> {
     let store = Store::open(&config.state_dir)?;
-    Pipeline::new(config, Arc::new(store))
+    // The daemon has time: a deployment a hand-run `renew` works on is waited for, not failed.
+    Ok(Pipeline::new(config, Arc::new(store))?.with_lock_wait(LockWait::Forever))
 }
 
 /// The signals the daemon answers, installed once at start.

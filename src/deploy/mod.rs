@@ -106,10 +106,14 @@ pub trait RequestBudget: Send + Sync {
     fn reads_left(&self) -> u32;
     /// Writes still affordable now.
     fn writes_left(&self) -> u32;
-    /// When the next write is affordable.
-    fn next_write_at(&self) -> OffsetDateTime;
+    /// When the next write is affordable once `claimed` writes (promised to other deployments) were made.
+    fn next_write_at(&self, claimed: u32) -> OffsetDateTime;
     /// Starts a pass: allowances that hold once per pass start over.
     fn begin_pass(&self) {}
+    /// The pass will start `tasks` deployments of this budget: keep a read for each until it starts.
+    fn plan_tasks(&self, _tasks: u32) {}
+    /// One of them started.
+    fn task_started(&self) {}
 }
 
 /// Where one deployment's certificate goes.

@@ -26,6 +26,7 @@ mod pass;
 mod steps;
 #[cfg(test)]
 mod tests;
+mod turns;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -75,6 +76,19 @@ pub struct Pipeline {
     staging: tokio::sync::OnceCell<AcmeClient>,
     events: EventSink,
     dry_run: bool,
+    lock_wait: LockWait,
+    turns: turns::Turns,
+}
+
+/// What a pass does when another process works on a deployment it selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// Report the deployment busy at once (a hand-run `renew`).
+    Never,
+    /// Wait at most this long (`renew --wait-lock`).
+    Upto(std::time::Duration),
+    /// Wait until it is free or the pass is stopped (the daemon).
+    Forever,
 }
 
 impl fmt::Debug for Pipeline {
@@ -153,6 +167,8 @@ impl Pipeline {
             staging: tokio::sync::OnceCell::new(),
             events: EventSink::default(),
             dry_run: false,
+            lock_wait: LockWait::Never,
+            turns: turns::Turns::default(),
         })
     }
 
@@ -167,6 +183,13 @@ impl Pipeline {
             self.state = Arc::new(ReadOnly(self.state.clone()));
             self.dry_run = true;
         }
+        self
+    }
+
+    /// What the pass does when another process works on one of its deployments ([`LockWait::Never`] unless
+    /// told).
+    pub fn with_lock_wait(mut self, wait: LockWait) -> Pipeline {
+        self.lock_wait = wait;
         self
     }
 

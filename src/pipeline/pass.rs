@@ -1,15 +1,21 @@
 //! The pass: select the deployments, learn what local state does not know, schedule each request budget's
-//! deployments by deadline, run them one after another, and record each outcome.
+//! deployments by deadline, run up to `[schedule] concurrency` of them at once (each under its deployment
+//! lock, writing in its budget's deadline order: see `turns.rs`), and record each outcome.
 
-use futures_util::FutureExt as _;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::{FutureExt as _, StreamExt as _};
 use time::OffsetDateTime;
 
-use super::{CONFIRM_READS, Done, Event, Pipeline, RenewError, Report, day, panic_message};
+use super::{
+    CONFIRM_READS, Done, Event, LockWait, Pipeline, RenewError, Report, day, panic_message,
+};
 use crate::config::Deployment;
 use crate::deploy::{Deployed, TargetError};
 use crate::plan::{self, Slot};
 use crate::shutdown::Shutdown;
-use crate::state::{Outcome, PlanRecord, Record, Step};
+use crate::state::{DeploymentLock, Outcome, PlanRecord, Record, Step, StoreError, wait_for};
 
 /// A target answer obtained before scheduling, handed to the renewal so it is not asked twice.
 pub(super) type Prefetched = Option<Result<Deployed, TargetError>>;
@@ -17,6 +23,9 @@ pub(super) type Prefetched = Option<Result<Deployed, TargetError>>;
 /// One selected deployment on its way through the pass.
 struct Planned<'c> {
     d: &'c Deployment,
+    /// The record as the pass found it: if it changed by the time the deployment's lock is held, another
+    /// process worked on it meanwhile and the prefetched answer is stale.
+    seen: Record,
     record: Record,
     slot: Slot,
     prefetched: Prefetched,
@@ -24,10 +33,21 @@ struct Planned<'c> {
 
 impl Pipeline {
     /// Runs one pass over the deployments whose ids are in `only` (all when empty); `force` renews even
-    /// those not due. Deployments are handled earliest deadline first, so a scarce write budget goes to
-    /// the certificate that expires first. Returns one report per deployment handled; when `stop` fires,
-    /// deployments not yet started are left for the next pass and get no report.
+    /// those not due. Deployments are started earliest deadline first, so a scarce write budget goes to
+    /// the certificate that expires first. Returns one report per deployment handled, in the order they
+    /// finished; when `stop` fires, deployments not yet started are left for the next pass and get no report.
     pub async fn pass(&self, only: &[String], force: bool, stop: &Shutdown) -> Vec<Report> {
+        self.pass_reporting(only, force, stop, &mut |_| {}).await
+    }
+
+    /// [`Pipeline::pass`], calling `on_report` with each report as its deployment finishes.
+    pub async fn pass_reporting(
+        &self,
+        only: &[String],
+        force: bool,
+        stop: &Shutdown,
+        on_report: &mut dyn FnMut(&Report),
+    ) -> Vec<Report> {
         // A long-lived agent (the daemon) must see what other processes spent since its last pass.
         if let Err(e) = self.budget.reload() {
             tracing::warn!("cannot re-read the request budget, using the one in memory: {e}");
@@ -48,10 +68,14 @@ impl Pipeline {
         {
             match self.state.record(&d.id) {
                 Ok(record) => loaded.push((d, record)),
-                Err(e) => reports.push(Report {
-                    id: d.id.clone(),
-                    result: Err(e.into()),
-                }),
+                Err(e) => {
+                    let report = Report {
+                        id: d.id.clone(),
+                        result: Err(e.into()),
+                    };
+                    on_report(&report);
+                    reports.push(report);
+                }
             }
         }
         // With fewer GETs than deployments, the prefetch goes to the most urgent by last known expiry (unknown
@@ -61,20 +85,111 @@ impl Pipeline {
         for (d, record) in loaded {
             planned.push(self.prefetch(d, record, force, stop, now).await);
         }
-        for i in self.schedule(&mut planned, now) {
-            let p = &mut planned[i];
-            if stop.is_stopping() {
-                tracing::info!("stopping: leaving the remaining deployments for the next pass");
-                break;
+        let order = self.schedule(&mut planned, now);
+        let mut slots: Vec<Option<Planned<'_>>> = planned.into_iter().map(Some).collect();
+        let ordered: Vec<Planned<'_>> = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        self.turns.begin(self.write_queues(&ordered));
+        let mut tasks: BTreeMap<&str, (u32, &dyn crate::deploy::RequestBudget)> = BTreeMap::new();
+        for p in &ordered {
+            if let Some(budget) = self.target(p.d).budget() {
+                tasks.entry(budget.group()).or_insert((0, budget)).0 += 1;
             }
-            let result = self.run_one(p, force, stop).await;
-            self.record_outcome(p.d, &p.slot, &result);
-            reports.push(Report {
-                id: p.d.id.clone(),
-                result,
-            });
+        }
+        for (n, budget) in tasks.into_values() {
+            budget.plan_tasks(n);
+        }
+
+        let announced = AtomicBool::new(false);
+        let announced = &announced;
+        let mut finished = futures_util::stream::iter(ordered)
+            .map(|p| async move {
+                if stop.is_stopping() {
+                    self.turns.release(&p.d.id);
+                    if !announced.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            "stopping: leaving the remaining deployments for the next pass"
+                        );
+                    }
+                    return None;
+                }
+                Some(self.task(p, force, stop).await)
+            })
+            .buffer_unordered(self.config.schedule.concurrency.max(1));
+        while let Some(report) = finished.next().await {
+            if let Some(report) = report {
+                on_report(&report);
+                reports.push(report);
+            }
         }
         reports
+    }
+
+    /// For each request budget, its deployments in the order the pass starts them: the order they write in.
+    fn write_queues(&self, ordered: &[Planned<'_>]) -> BTreeMap<String, Vec<String>> {
+        let mut queues: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in ordered {
+            if let Some(budget) = self.target(p.d).budget() {
+                queues
+                    .entry(budget.group().to_owned())
+                    .or_default()
+                    .push(p.d.id.clone());
+            }
+        }
+        queues
+    }
+
+    /// One deployment from its lock to its recorded outcome. A deployment another process holds is reported
+    /// busy (or waited for, per [`LockWait`]) and nothing of its state is touched.
+    async fn task(&self, mut p: Planned<'_>, force: bool, stop: &Shutdown) -> Report {
+        let id = p.d.id.clone();
+        if let Some(budget) = self.target(p.d).budget() {
+            budget.task_started();
+        }
+        let lock = self.lock_deployment(&id, stop).await;
+        let result = match lock {
+            Ok(Some(_lock)) => {
+                match self.state.record(&id) {
+                    Ok(now) if now != p.seen => {
+                        tracing::debug!(deployment = %id, "changed by another certkeeper meanwhile; asking afresh");
+                        p.prefetched = None;
+                        p.seen = now;
+                    }
+                    _ => {}
+                }
+                // A bundle waiting to be pushed needs one of this pass's writes: no other deployment may order
+                // a certificate counting on it.
+                if p.seen.step == Some(Step::Issued)
+                    && let Some(budget) = self.target(p.d).budget()
+                {
+                    self.turns.claim(budget.group(), &id);
+                }
+                let result = self.run_one(&mut p, force, stop).await;
+                self.record_outcome(p.d, &p.slot, &result);
+                result
+            }
+            Ok(None) => Err(RenewError::Interrupted("waiting for another certkeeper")),
+            Err(e) => Err(e.into()),
+        };
+        self.turns.release(&id);
+        Report { id, result }
+    }
+
+    /// The lock of deployment `id`, waiting per [`LockWait`]; `None` when `stop` fired while waiting.
+    async fn lock_deployment(
+        &self,
+        id: &str,
+        stop: &Shutdown,
+    ) -> Result<Option<DeploymentLock>, StoreError> {
+        let first = self.state.try_lock_deployment(id);
+        let limit = match (self.lock_wait, &first) {
+            (_, Ok(_)) | (LockWait::Never, _) => return first.map(Some),
+            (_, Err(e)) if !matches!(e, StoreError::Busy { .. }) => return first.map(Some),
+            (LockWait::Upto(limit), _) => Some(limit),
+            (LockWait::Forever, _) => None,
+        };
+        // Its turn to write goes to the next deployment of its budget while it waits.
+        self.turns.release(id);
+        wait_for(limit, stop, || self.state.try_lock_deployment(id)).await
     }
 
     /// Learns what local state does not know before scheduling, so that the write budget goes to the earliest
@@ -87,6 +202,7 @@ impl Pipeline {
         stop: &Shutdown,
         now: OffsetDateTime,
     ) -> Planned<'c> {
+        let seen = record.clone();
         let mut prefetched = None;
         let resuming = matches!(record.step, Some(Step::Issued | Step::Pushed));
         if !resuming
@@ -107,6 +223,7 @@ impl Pipeline {
         };
         Planned {
             d,
+            seen,
             record,
             slot,
             prefetched,

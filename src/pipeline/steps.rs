@@ -290,13 +290,15 @@ impl Pipeline {
             return Err(RenewError::Interrupted("ordering a certificate"));
         }
         if let Some(budget) = target.budget()
-            && budget.writes_left() == 0
+            && let Err(claimed) = self
+                .turns
+                .try_claim(budget.group(), &d.id, budget.writes_left())
         {
             let why = format!(
                 "no write left in the vendor budget of [{}] to push a new certificate",
                 budget.group()
             );
-            return defer(slot, budget.next_write_at(), why);
+            return defer(slot, budget.next_write_at(claimed), why);
         }
         let create = deployed.expire.is_none();
         if self.dry_run {
@@ -339,7 +341,16 @@ impl Pipeline {
         if stop.is_stopping() {
             return Err(RenewError::Interrupted("pushing the issued certificate"));
         }
-        self.target(d).deploy(bundle, record.create).await?;
+        if let Some(budget) = self.target(d).budget() {
+            self.turns.wait(budget.group(), &d.id).await;
+            if stop.is_stopping() {
+                self.turns.release(&d.id);
+                return Err(RenewError::Interrupted("pushing the issued certificate"));
+            }
+        }
+        let deployed = self.target(d).deploy(bundle, record.create).await;
+        self.turns.release(&d.id);
+        deployed?;
         fail::fail_point!("push-accepted");
         // From now on the deployment has a certificate: any further push of this one replaces it.
         record.create = false;

@@ -365,3 +365,43 @@ fn a_certificate_far_from_expiry_is_not_due_and_nothing_is_written() {
     assert_eq!(w.script.lock().unwrap().deploys, 0);
     assert!(w.steps().is_empty());
 }
+
+#[test]
+fn a_deployment_another_process_holds_is_reported_busy_and_left_untouched() {
+    let w = world(
+        Script {
+            deployed: Some(running_old_cert()),
+            ..Script::default()
+        },
+        false,
+    );
+    let bundle = bundle(90);
+    w.issued(&bundle);
+    let before = w.state.record(ID).unwrap();
+    let held = w.state.try_lock_deployment(ID).unwrap();
+
+    let err = w.pass(false).unwrap_err();
+
+    assert!(
+        matches!(
+            err,
+            RenewError::Store(crate::state::StoreError::Busy { .. })
+        ),
+        "{err}"
+    );
+    let s = w.script.lock().unwrap();
+    assert_eq!(
+        (s.inspects, s.deploys),
+        (0, 0),
+        "nothing asked of the target"
+    );
+    assert_eq!(
+        w.state.record(ID).unwrap(),
+        before,
+        "no outcome written over the holder's"
+    );
+    assert!(w.steps().is_empty());
+    drop(s);
+    drop(held);
+    assert!(matches!(w.pass(false).unwrap(), Done::Renewed { .. }));
+}
