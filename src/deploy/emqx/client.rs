@@ -18,6 +18,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret as _;
 use time::OffsetDateTime;
 
+use super::pace::Pace;
 use super::wire::vendor_message;
 pub use super::wire::{EXPIRE_YEARS, Status, TlsState, Upload, parse_expire, parse_state};
 use crate::budget::{Budget, ChargeError, Kind, Limits};
@@ -162,6 +163,12 @@ pub struct EmqxClient {
     waited_unannounced: AtomicBool,
     /// [`DEFAULT_RETRY_AFTER`]; shorter in unit tests.
     default_retry_after: Duration,
+    /// How the deployments of this key waiting for `running` share its GETs.
+    pace: Pace,
+    /// One request of this key at a time, in the order they were asked for (the lock is fair): the vendor
+    /// sees them in the order they were charged, so scarce GETs and writes reach it most urgent first. The
+    /// budget allows 60 an hour, so nothing is lost by not sending two at once.
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for EmqxClient {
@@ -188,6 +195,8 @@ impl EmqxClient {
             budget,
             waited_unannounced: AtomicBool::new(false),
             default_retry_after: DEFAULT_RETRY_AFTER,
+            pace: Pace::default(),
+            one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -196,12 +205,35 @@ impl EmqxClient {
         self.waited_unannounced.store(false, Ordering::Relaxed);
     }
 
+    /// The vendor's limits as certkeeper counts them: the window a little longer than the vendor's. A request
+    /// is charged just before it is sent and the vendor counts it when it arrives, so by our clock it leaves
+    /// the vendor's window a moment after it left ours; without the slack, a request sent exactly when ours
+    /// frees would be the vendor's one too many (a 429). The slack is 2 % of the window, at most 2 s.
     fn limits(&self) -> Limits {
+        let window = self.config.rate_window;
         Limits {
             reads: self.config.get_limit,
             writes: self.config.write_limit,
-            window: self.config.rate_window,
+            window: window + (window / 50).min(Duration::from_secs(2)),
         }
+    }
+
+    /// The pacing of this key's waits for `running`.
+    pub fn pace(&self) -> &Pace {
+        &self.pace
+    }
+
+    /// The pause before the next poll of a wait with `left` until its deadline: `poll_interval`, or longer
+    /// when the key's GETs must be shared (see [`Pace`]).
+    fn poll_pause(&self, left: Duration) -> Duration {
+        let now = OffsetDateTime::now_utc();
+        let affordable =
+            self.budget
+                .affordable_by(&self.config.key, self.limits(), Kind::Read, now, now + left);
+        let refill = self.config.rate_window / self.config.get_limit.max(1);
+        self.pace
+            .interval(affordable, left, self.config.poll_interval, refill)
+            .min(left)
     }
 
     /// Writes still affordable in the current window.
@@ -214,13 +246,14 @@ impl EmqxClient {
         )
     }
 
-    /// When the next write is affordable.
-    pub fn next_write_at(&self) -> OffsetDateTime {
-        self.budget.available_at(
+    /// When the next write is affordable once `claimed` writes were made.
+    pub fn next_write_at(&self, claimed: u32) -> OffsetDateTime {
+        self.budget.available_after(
             &self.config.key,
             self.limits(),
             Kind::Write,
             OffsetDateTime::now_utc(),
+            claimed,
         )
     }
 
@@ -260,7 +293,8 @@ impl EmqxClient {
         self.parse_state(&body)
     }
 
-    /// Polls `GET` every `poll_interval` until `status` is `running`, for at most `wait_timeout`.
+    /// Polls `GET` every `poll_interval` (or less often, when the deployments of this key waiting at the same
+    /// time must share its GETs: see [`Pace`]) until `status` is `running`, for at most `wait_timeout`.
     ///
     /// # Errors
     /// [`EmqxError::WaitTimeout`] with the last status, or any error of [`EmqxClient::inspect`].
@@ -274,6 +308,7 @@ impl EmqxClient {
     ) -> Result<TlsState, EmqxError> {
         let start = tokio::time::Instant::now();
         let deadline = start + self.config.wait_timeout;
+        let _waiting = self.pace.waiting();
         loop {
             let state = match self.inspect(id).await {
                 // Out of GETs: sleep until the window has room again if that is before the deadline.
@@ -314,7 +349,7 @@ impl EmqxClient {
                     waited: now - start,
                 });
             }
-            tokio::time::sleep(self.config.poll_interval).await;
+            tokio::time::sleep(self.poll_pause(deadline - now)).await;
         }
     }
 
@@ -331,6 +366,7 @@ impl EmqxClient {
             Method::Post => (Kind::Write, "POST"),
             Method::Put => (Kind::Write, "PUT"),
         };
+        let _turn = self.one_at_a_time.lock().await;
         let mut last = String::new();
         for attempt in 1..=MAX_ATTEMPTS {
             self.budget

@@ -19,6 +19,7 @@ use crate::state::CertRecord;
 
 pub mod client;
 pub mod config;
+pub mod pace;
 pub mod wire;
 use client::{EmqxClient, EmqxError, TlsState, Upload};
 
@@ -67,12 +68,20 @@ impl RequestBudget for Account {
         self.client.writes_left()
     }
 
-    fn next_write_at(&self) -> OffsetDateTime {
-        self.client.next_write_at()
+    fn next_write_at(&self, claimed: u32) -> OffsetDateTime {
+        self.client.next_write_at(claimed)
     }
 
     fn begin_pass(&self) {
         self.client.begin_pass();
+    }
+
+    fn plan_tasks(&self, tasks: u32) {
+        self.client.pace().plan(tasks);
+    }
+
+    fn task_started(&self) {
+        self.client.pace().started();
     }
 }
 
