@@ -6,6 +6,7 @@
 //! - [`files`]: the files target against a real mosquitto.
 //! - [`daemon`]: `certkeeper run`: cron, signals, sd_notify, the lock.
 //! - [`planning`]: ARI, the request budget, dry run, profiles, EAB.
+//! - [`fleet`]: the concurrent pass, shared budgets, deployment locks.
 //! - [`faults`]: SIGKILL at each failpoint, the fault matrix, endpoint verification, secrets in logs.
 //! - [`regressions`]: one test per bug found in review.
 //! - [`fuzz_regressions`]: inputs the fuzzers found.
@@ -17,6 +18,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod files;
+mod fleet;
 mod fuzz_regressions;
 mod planning;
 mod regressions;

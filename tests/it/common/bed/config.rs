@@ -12,6 +12,8 @@ pub struct ConfigBuilder {
     dns: Vec<(String, String)>,
     emqx: Vec<(String, String)>,
     emqx_secret: String,
+    /// More `[emqx.NAME]` accounts: (name, key, secret), otherwise as `[emqx.standin]`.
+    more_emqx: Vec<(String, String, String)>,
     schedule: Vec<(String, String)>,
     deployments: Vec<Vec<(String, String)>>,
     /// Sub-tables of deployments: (deployment index, table name, entries written as is).
@@ -48,6 +50,7 @@ impl ConfigBuilder {
                 ("wait_timeout".into(), quote("10s")),
             ],
             emqx_secret: secret.to_owned(),
+            more_emqx: Vec::new(),
             schedule: Vec::new(),
             deployments: Vec::new(),
             deployment_tables: Vec::new(),
@@ -97,6 +100,14 @@ impl ConfigBuilder {
     /// Sets a string key in `[schedule]` (`cron`, `jitter`); without any, the config has no `[schedule]`.
     pub fn schedule(mut self, key: &str, value: &str) -> Self {
         set(&mut self.schedule, key, quote(value));
+        self
+    }
+
+    /// Adds an `[emqx.NAME]` account with its own API key and secret, otherwise like `[emqx.standin]` (as it
+    /// is when the config is written). With several accounts, each deployment names its own (`emqx`).
+    pub fn emqx_account(mut self, name: &str, key: &str, secret: &str) -> Self {
+        self.more_emqx
+            .push((name.to_owned(), key.to_owned(), secret.to_owned()));
         self
     }
 
@@ -165,6 +176,17 @@ impl ConfigBuilder {
         section(&mut out, "[acme]", &self.acme);
         section(&mut out, "[dns.bed]", &self.dns);
         section(&mut out, "[emqx.standin]", &self.emqx);
+        for (name, key, _) in &self.more_emqx {
+            let mut entries = self.emqx.clone();
+            set(&mut entries, "key", quote(key));
+            let secret = self.dir.join(format!("emqx-{name}.secret"));
+            set(
+                &mut entries,
+                "secret_file",
+                quote(&secret.display().to_string()),
+            );
+            section(&mut out, &format!("[emqx.{name}]"), &entries);
+        }
         if !self.schedule.is_empty() {
             section(&mut out, "[schedule]", &self.schedule);
         }
@@ -185,6 +207,13 @@ impl ConfigBuilder {
         fs::create_dir_all(&self.dir).expect("create the config directory");
         write_private(&self.dir.join("emqx.secret"), self.emqx_secret.as_bytes())
             .expect("write emqx.secret");
+        for (name, _, secret) in &self.more_emqx {
+            write_private(
+                &self.dir.join(format!("emqx-{name}.secret")),
+                secret.as_bytes(),
+            )
+            .expect("write an account's secret");
+        }
         let config = self.dir.join("config.toml");
         write_private(&config, self.toml().as_bytes()).expect("write config.toml");
         config
