@@ -195,19 +195,7 @@ impl Budget {
 
     /// Requests of `kind` still affordable for `key` at `now` (0 while blocked).
     pub fn remaining(&self, key: &str, limits: Limits, kind: Kind, now: OffsetDateTime) -> u32 {
-        let all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(usage) = all.get(key) else {
-            return match kind {
-                Kind::Read => limits.reads,
-                Kind::Write => limits.writes,
-            };
-        };
-        let now_ms = ms(now);
-        if usage.blocked_until_ms.is_some_and(|u| u > now_ms) {
-            return 0;
-        }
-        let (inside, limit) = usage.inside(limits, kind, now_ms);
-        limit.saturating_sub(inside.len() as u32)
+        self.affordable_by(key, limits, kind, now, now)
     }
 
     /// Requests of `kind` affordable for `key` between `now` and `until`: those left now, plus those that leave

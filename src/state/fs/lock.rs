@@ -40,10 +40,9 @@ struct Held {
     pid: String,
 }
 
-/// Opens a lock file without following a symlink (its target would be truncated) and takes it in `mode`
-/// without waiting.
-fn take(path: &Path, mode: Mode) -> Result<Result<File, Held>, StoreError> {
-    let mut file = OpenOptions::new()
+/// Opens (creating) a lock file without following a symlink: its target would be truncated.
+fn open(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -57,7 +56,12 @@ fn take(path: &Path, mode: Mode) -> Result<Result<File, Held>, StoreError> {
                 what: "is a symbolic link".into(),
             },
             _ => io_err("cannot open lock file", path)(e),
-        })?;
+        })
+}
+
+/// Takes the lock file at `path` in `mode` without waiting.
+fn take(path: &Path, mode: Mode) -> Result<Result<File, Held>, StoreError> {
+    let mut file = open(path)?;
     let taken = match mode {
         Mode::Shared => file.try_lock_shared(),
         Mode::Exclusive => file.try_lock(),
@@ -161,15 +165,7 @@ impl Store {
         update: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let path = self.dir.join("update.lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(io_err("cannot open lock file", &path))?;
+        let file = open(&path)?;
         file.lock().map_err(io_err("cannot lock", &path))?;
         let result = update();
         drop(file);
