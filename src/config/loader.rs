@@ -16,6 +16,8 @@ pub(crate) struct Loader<'a> {
     pub(crate) path: &'a Path,
     pub(crate) source: &'a str,
     pub(crate) inline_secrets: bool,
+    /// False for `status`: secrets are checked to be configured, never read.
+    pub(crate) read_secrets: bool,
     /// Lines `check` prints and the service logs; the config is still used.
     pub(crate) warnings: std::cell::RefCell<Vec<String>>,
 }

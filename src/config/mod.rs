@@ -63,6 +63,8 @@ pub const DEFAULT_JITTER: Duration = Duration::from_secs(30 * 60);
 /// Deployments a pass works on at once by default. Each waits mostly on the network (the CA, DNS, the
 /// vendor's `pending`), so eight cost little and make a fleet pass about eight times shorter.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// A certificate with less than this left makes `status` exit 1 by default.
+pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most deployments a pass works on at once: beyond this the CA's and the DNS server's rate limits,
 /// not certkeeper, set the pace.
 pub const MAX_CONCURRENCY: usize = 256;
@@ -117,6 +119,8 @@ pub struct Config {
     pub deployments: Vec<Deployment>,
     /// When the daemon runs a pass.
     pub schedule: ScheduleConfig,
+    /// `[alerts]`.
+    pub alerts: AlertsConfig,
     /// Warnings worth showing the operator (e.g. inline secrets in a readable file).
     pub warnings: Vec<String>,
 }
@@ -131,6 +135,13 @@ pub struct ScheduleConfig {
     pub jitter: Duration,
     /// How many deployments a pass works on at once (at least 1: one after another).
     pub concurrency: usize,
+}
+
+/// `[alerts]`: when a deployment counts as unhealthy.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// `status` exits 1 for a certificate with less than this left, whatever the plan says.
+    pub expiry_warning: Duration,
 }
 
 /// `[acme]`.
@@ -241,6 +252,13 @@ mod raw {
         #[serde(default)]
         pub deployment: Vec<Spanned<Deployment>>,
         pub schedule: Option<Schedule>,
+        pub alerts: Option<Alerts>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Alerts {
+        pub expiry_warning: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -300,15 +318,35 @@ impl Config {
         Self::parse(path, &source)
     }
 
+    /// [`Config::load`] without reading any secret (they are checked to be configured, not read): for
+    /// `status`, which runs from a shell without the service's credentials and never talks to anyone. The
+    /// secrets of the result are empty.
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        let source = read_bounded_text(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            position: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::parse_with(path, &source, false)
+    }
+
     /// Validates config text as if read from `path` (used by [`Config::load`] and the tests).
     ///
     /// # Errors
     /// See [`Config::load`].
     pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        Self::parse_with(path, source, true)
+    }
+
+    fn parse_with(path: &Path, source: &str, read_secrets: bool) -> Result<Config, ConfigError> {
         let mut loader = Loader {
             path,
             source,
             inline_secrets: false,
+            read_secrets,
             warnings: std::cell::RefCell::new(Vec::new()),
         };
         let raw: raw::File = toml::from_str(source).map_err(|e| match e.span() {
@@ -317,6 +355,12 @@ impl Config {
         })?;
         let acme = loader.acme(raw.acme)?;
         let schedule = loader.schedule(raw.schedule)?;
+        let alerts = AlertsConfig {
+            expiry_warning: match raw.alerts {
+                Some(a) => loader.duration(&a.expiry_warning, DEFAULT_EXPIRY_WARNING)?,
+                None => DEFAULT_EXPIRY_WARNING,
+            },
+        };
         let mut dns = BTreeMap::new();
         for (name, section) in raw.dns {
             let parsed = crate::solver::rfc2136::config::resolve(&mut loader, &name, section)?;
@@ -359,6 +403,7 @@ impl Config {
             emqx,
             deployments,
             schedule,
+            alerts,
             warnings,
         })
     }

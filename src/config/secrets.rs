@@ -28,6 +28,9 @@ impl Loader<'_> {
                 format!("[{section}] needs exactly one of `{what}`, `{what}_file` or `{what}_env`"),
             ));
         }
+        if !self.read_secrets {
+            return Ok(String::new());
+        }
         if let Some(value) = inline {
             if value.trim().is_empty() {
                 return Err(self.err_at(

@@ -174,6 +174,24 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens the state directory to read it only (`status`): nothing is created, and it may belong to another
+    /// user (the service's) as long as this one can read it. Writes through it fail with the OS's error.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when it is missing, unreadable or not a directory.
+    pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        let meta = fs::metadata(dir).map_err(io_err("cannot read state directory", dir))?;
+        if !meta.is_dir() {
+            return Err(io_err("cannot read state directory", dir)(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
     /// Opens (creating as 0700) the state directory.
     ///
     /// # Errors

@@ -85,7 +85,8 @@ pub(crate) fn resolve(
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(secret.as_bytes())
         .ok()
-        .filter(|bytes| !bytes.is_empty())
+        // Not read (`status`): an empty secret stands in, never used.
+        .filter(|bytes| !bytes.is_empty() || !cx.read_secrets)
         .ok_or_else(|| {
             cx.err(format!(
                 "[dns.{name}] the TSIG secret is not valid base64 or is empty (use the secret as knot/bind print it)"
