@@ -12,8 +12,24 @@ use certkeeper::config::{Config, DEFAULT_CONFIG_PATH, TargetConfig};
 use certkeeper::daemon;
 use certkeeper::pipeline::{self, LockWait, Pipeline};
 use certkeeper::shutdown::{self, Shutdown};
-use certkeeper::state::{StateStore as _, Step, Store, StoreError};
+use certkeeper::state::{Store, StoreError};
 use certkeeper::systemd::Notifier;
+
+/// Prints one failure line on stderr; under journald with the error priority (`<3>`), so `journalctl -p err`
+/// finds it like the daemon's logged errors.
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        eprintln!("{}{}", journal_error_prefix(), format_args!($($arg)*))
+    };
+}
+
+fn journal_error_prefix() -> &'static str {
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        "<3>"
+    } else {
+        ""
+    }
+}
 
 /// Every selected deployment is fine (renewed or not due).
 const EXIT_OK: u8 = 0;
@@ -73,8 +89,16 @@ enum Command {
     Run,
     /// Validate the config offline (no network) and print what would be managed
     Check,
-    /// One line per deployment from local state: domains, last known expiry, last result
-    Status,
+    /// One line per deployment from local state (no network, no secrets, no writes); exits 1 when any
+    /// selected deployment is failing, at risk, or expires within [alerts] expiry_warning
+    Status {
+        /// Print the documented JSON document instead of lines
+        #[arg(long)]
+        json: bool,
+        /// Only this deployment (repeatable); default: all configured
+        #[arg(long = "deployment", value_name = "ID")]
+        deployments: Vec<String>,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -84,10 +108,15 @@ pub fn main() -> ExitCode {
     // Two rustls crypto providers are in the tree; without a chosen default rustls panics.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let path = config_path(args.config);
-    let config = match Config::load(&path) {
+    // `status` runs from a shell without the service's credentials: it reads no secret.
+    let load = match args.command {
+        Command::Status { .. } => Config::load_without_secrets,
+        _ => Config::load,
+    };
+    let config = match load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -96,7 +125,7 @@ pub fn main() -> ExitCode {
     }
     ExitCode::from(match args.command {
         Command::Check => check(&config),
-        Command::Status => status(&config),
+        Command::Status { json, deployments } => status(&config, json, &deployments),
         Command::Renew {
             now,
             deployments,
@@ -138,9 +167,12 @@ fn init_logging(verbose: bool) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
-    // Under systemd the journal stamps each line itself.
+    // Under systemd the journal stamps each line itself, and reads its priority from a `<N>` prefix.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
+        builder
+            .with_ansi(false)
+            .event_format(certkeeper::systemd::JournalFormat::default())
+            .init();
     } else {
         builder.init();
     }
@@ -191,79 +223,66 @@ fn check(config: &Config) -> u8 {
     EXIT_OK
 }
 
-fn status(config: &Config) -> u8 {
-    let store = match Store::open(&config.state_dir) {
-        Ok(s) => s,
+fn status(config: &Config, json: bool, only: &[String]) -> u8 {
+    if let Some(unknown) = only
+        .iter()
+        .find(|id| !config.deployments.iter().any(|d| &d.id == *id))
+    {
+        fail!(
+            "error: --deployment {unknown} is not in {}",
+            config.path.display()
+        );
+        return EXIT_USAGE;
+    }
+    // Read-only, and no state yet is an empty state: `status` never creates or changes anything.
+    let state: Arc<dyn certkeeper::state::StateStore> =
+        match Store::open_read_only(&config.state_dir) {
+            Ok(store) => Arc::new(store),
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Arc::new(certkeeper::state::memory::Memory::default())
+            }
+            Err(e) => {
+                fail!("error: {e}");
+                return EXIT_FAILED;
+            }
+        };
+    let agent = match Pipeline::new(config.clone(), state.clone()) {
+        Ok(agent) => agent,
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             return EXIT_FAILED;
         }
     };
-    let mut code = EXIT_OK;
-    for d in &config.deployments {
-        let record = match store.record(&d.id) {
-            Ok(r) => r,
+    let mut report = certkeeper::status::report(
+        config,
+        &*state,
+        |name| agent.budget_left(name),
+        time::OffsetDateTime::now_utc(),
+    );
+    if !only.is_empty() {
+        report.deployments.retain(|d| only.contains(&d.id));
+        report.healthy = report
+            .deployments
+            .iter()
+            .all(|d| d.health == certkeeper::status::Health::Ok);
+    }
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
             Err(e) => {
-                eprintln!("{}: {e}", d.id);
-                code = EXIT_FAILED;
-                continue;
-            }
-        };
-        let expiry = record.expire.map_or("unknown".to_owned(), pipeline::day);
-        let step = match record.step {
-            Some(Step::Issued) => "  [issued, push pending]",
-            Some(Step::Pushed) => "  [pushed, waiting for running]",
-            _ => "",
-        };
-        let plan = match &record.plan {
-            None => String::new(),
-            Some(p) => format!(
-                "  renewal {} ({}), next inspection {}{}",
-                pipeline::day(p.renew_at),
-                p.rule,
-                pipeline::day(p.next_inspect),
-                p.at_risk
-                    .as_ref()
-                    .map_or(String::new(), |r| format!("  AT RISK: {r}"))
-            ),
-        };
-        let last = match &record.last {
-            None => "never run".to_owned(),
-            Some(o) => format!(
-                "{} at {}: {}",
-                if o.ok { "ok" } else { "FAILED" },
-                pipeline::day(o.at),
-                o.message
-            ),
-        };
-        println!(
-            "{}  {}  expires {expiry}{step}{plan}  last: {last}",
-            d.id,
-            d.domains.join(",")
-        );
-    }
-    match Pipeline::new(config.clone(), Arc::new(store)) {
-        Ok(agent) => {
-            for (name, emqx) in &config.emqx {
-                if let Some(left) = agent.budget_left(name) {
-                    println!(
-                        "[emqx.{name}] key {}: {}/{} GET and {}/{} writes left in the current {}",
-                        emqx.key,
-                        left.reads,
-                        emqx.get_limit,
-                        left.writes,
-                        emqx.write_limit,
-                        humantime::format_duration(emqx.rate_window)
-                    );
-                }
+                fail!("error: cannot encode the status: {e}");
+                return EXIT_FAILED;
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            code = EXIT_FAILED;
+    } else {
+        for d in &report.deployments {
+            println!("{}", d.line());
+        }
+        for a in &report.accounts {
+            println!("{}", a.line());
         }
     }
-    code
+    if report.healthy { EXIT_OK } else { EXIT_FAILED }
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
@@ -273,7 +292,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     {
         Ok(rt) => Some(rt),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            fail!("error: cannot start the async runtime: {e}");
             None
         }
     }
@@ -287,7 +306,7 @@ fn issue(
 ) -> u8 {
     use std::os::unix::fs::OpenOptionsExt as _;
     if !config.deployments.iter().any(|d| d.id == id) {
-        eprintln!(
+        fail!(
             "error: --deployment {id} is not in {}",
             config.path.display()
         );
@@ -297,7 +316,7 @@ fn issue(
     let store = match Store::open(&config.state_dir) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             return EXIT_FAILED;
         }
     };
@@ -317,7 +336,7 @@ fn issue(
     )) {
         Ok(lock) => lock,
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             return if matches!(e, StoreError::Busy { .. }) {
                 EXIT_LOCKED
             } else {
@@ -334,20 +353,20 @@ fn issue(
     {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: cannot create {}: {e}", out.display());
+            fail!("error: cannot create {}: {e}", out.display());
             return EXIT_USAGE;
         }
     };
     let agent = match Pipeline::new(config, Arc::new(store)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             return EXIT_FAILED;
         }
     };
     if let Err(e) = runtime.block_on(agent.check_profiles()) {
         let _ = std::fs::remove_file(out);
-        eprintln!("error: {}: {e}", agent.config().path.display());
+        fail!("error: {}: {e}", agent.config().path.display());
         return if matches!(e, pipeline::RenewError::Config(_)) {
             EXIT_USAGE
         } else {
@@ -364,7 +383,7 @@ fn issue(
         Ok((key, bundle, info)) => write_issued(&mut file, out, id, &key, &bundle, &info),
         Err(e) => {
             let _ = std::fs::remove_file(out);
-            eprintln!("{id}: {e}");
+            fail!("{id}: {e}");
             EXIT_FAILED
         }
     }
@@ -386,7 +405,7 @@ fn write_issued(
         .and_then(|()| file.write_all(bundle.chain_pem.as_bytes()))
         .and_then(|()| file.sync_all())
     {
-        eprintln!("error: cannot write {}: {e}", out.display());
+        fail!("error: cannot write {}: {e}", out.display());
         return EXIT_FAILED;
     }
     println!(
@@ -407,7 +426,7 @@ fn run(path: PathBuf, config: Config) -> u8 {
     match runtime.block_on(daemon::run(path, config, notifier)) {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             match e {
                 daemon::DaemonError::Setup(pipeline::RenewError::Config(_)) => EXIT_USAGE,
                 _ => EXIT_FAILED,
@@ -435,7 +454,7 @@ fn stop_on_signals() -> std::io::Result<Shutdown> {
 
 fn signals(runtime: &tokio::runtime::Runtime) -> Result<Shutdown, u8> {
     runtime.block_on(async { stop_on_signals() }).map_err(|e| {
-        eprintln!("error: cannot install signal handlers: {e}");
+        fail!("error: cannot install signal handlers: {e}");
         EXIT_FAILED
     })
 }
@@ -456,11 +475,11 @@ fn lock_or_exit(
         Ok(Some(lock)) => Ok(lock),
         Ok(None) => Err(EXIT_OK),
         Err(e @ StoreError::Locked { .. }) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             Err(EXIT_LOCKED)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             Err(EXIT_FAILED)
         }
     }
@@ -503,7 +522,7 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
         .find(|id| !config.deployments.iter().any(|d| &d.id == *id))
     {
         let known: Vec<&str> = config.deployments.iter().map(|d| d.id.as_str()).collect();
-        eprintln!(
+        fail!(
             "error: --deployment {unknown} is not in {} (configured: {})",
             config.path.display(),
             known.join(", ")
@@ -513,7 +532,7 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
     let store = match Store::open(&config.state_dir) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             return EXIT_FAILED;
         }
     };
@@ -535,12 +554,12 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
     let agent = match Pipeline::new(config, Arc::new(store)) {
         Ok(a) => a.with_dry_run(dry_run).with_lock_wait(lock_wait),
         Err(e) => {
-            eprintln!("error: {e}");
+            fail!("error: {e}");
             return EXIT_FAILED;
         }
     };
     if let Err(e) = runtime.block_on(agent.check_profiles()) {
-        eprintln!("error: {}: {e}", agent.config().path.display());
+        fail!("error: {}: {e}", agent.config().path.display());
         return if matches!(e, pipeline::RenewError::Config(_)) {
             EXIT_USAGE
         } else {
@@ -566,11 +585,11 @@ async fn run_pass(
         Err(e @ pipeline::RenewError::Interrupted(_)) => println!("{}: {e}", report.id),
         Err(e @ pipeline::RenewError::Store(StoreError::Busy { .. })) => {
             busy = true;
-            eprintln!("{}: {e}", report.id);
+            fail!("{}: {e}", report.id);
         }
         Err(e) => {
             failed = true;
-            eprintln!("{}: {e}", report.id);
+            fail!("{}: {e}", report.id);
             if verbose {
                 print_causes(e);
             }
@@ -589,7 +608,7 @@ async fn run_pass(
 fn print_causes(err: &dyn std::error::Error) {
     let mut source = err.source();
     while let Some(s) = source {
-        eprintln!("  caused by: {s}");
+        fail!("  caused by: {s}");
         source = s.source();
     }
 }

@@ -21,6 +21,7 @@
 //! - [`solver`]: DNS-01 record publication (RFC 2136 + TSIG) and the TXT journal.
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`verify`]: the deployment's endpoint must serve the deployed certificate.
+//! - [`status`]: `certkeeper status` and its JSON schema; when a deployment needs a human.
 //! - [`daemon`]: `certkeeper run`: cron ticks with jitter, signals, sd_notify ([`systemd`], [`shutdown`]).
 #![warn(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod plan;
 pub mod shutdown;
 pub mod solver;
 pub mod state;
+pub mod status;
 pub mod systemd;
 
 pub mod verify;

@@ -109,6 +109,50 @@ fn monotonic_usec() -> u64 {
     (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
 }
 
+/// A log line format for journald: each line starts with its syslog priority (`<3>` error, `<4>` warning, `<6>`
+/// info, `<7>` debug and trace), which journald reads from a stream (`SyslogLevelPrefix=`, on by default), so
+/// `journalctl -p err` finds failures. No timestamp (the journal stamps lines) and no colours.
+pub struct JournalFormat(
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, ()>,
+);
+
+impl Default for JournalFormat {
+    fn default() -> Self {
+        JournalFormat(
+            tracing_subscriber::fmt::format()
+                .without_time()
+                .with_target(false)
+                .with_ansi(false),
+        )
+    }
+}
+
+/// The syslog priority journald files a line of `level` under.
+pub fn priority(level: tracing::Level) -> u8 {
+    match level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +174,21 @@ mod tests {
     #[test]
     fn inert_without_socket() {
         Notifier { target: None }.stopping();
+    }
+
+    #[test]
+    fn levels_map_to_syslog_priorities() {
+        use tracing::Level;
+        let got: Vec<u8> = [
+            Level::ERROR,
+            Level::WARN,
+            Level::INFO,
+            Level::DEBUG,
+            Level::TRACE,
+        ]
+        .into_iter()
+        .map(super::priority)
+        .collect();
+        assert_eq!(got, [3, 4, 6, 7, 7]);
     }
 }

@@ -7,6 +7,7 @@
 //! - [`daemon`]: `certkeeper run`: cron, signals, sd_notify, the lock.
 //! - [`planning`]: ARI, the request budget, dry run, profiles, EAB.
 //! - [`fleet`]: the concurrent pass, shared budgets, deployment locks.
+//! - [`health`]: `status` exit codes and JSON, no secrets needed, journald priorities.
 //! - [`faults`]: SIGKILL at each failpoint, the fault matrix, endpoint verification, secrets in logs.
 //! - [`regressions`]: one test per bug found in review.
 //! - [`fuzz_regressions`]: inputs the fuzzers found.
@@ -20,6 +21,7 @@ mod faults;
 mod files;
 mod fleet;
 mod fuzz_regressions;
+mod health;
 mod planning;
 mod regressions;
 mod renew;
