@@ -551,7 +551,8 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
         None => LockWait::Never,
         Some(limit) => LockWait::Upto(limit),
     };
-    let agent = match Pipeline::new(config, Arc::new(store)) {
+    let exporter = certkeeper::metrics::Exporter::new(&config.metrics);
+    let mut agent = match Pipeline::new(config, Arc::new(store)) {
         Ok(a) => a.with_dry_run(dry_run).with_lock_wait(lock_wait),
         Err(e) => {
             fail!("error: {e}");
@@ -566,12 +567,15 @@ fn renew(config: Config, args: RenewArgs) -> u8 {
             EXIT_FAILED
         };
     }
-    runtime.block_on(run_pass(&agent, only, now, &stop, verbose))
+    let stats = exporter.stats();
+    agent.subscribe(move |event| stats.observe(event));
+    runtime.block_on(run_pass(&agent, &exporter, only, now, &stop, verbose))
 }
 
 /// Runs the pass, printing one line per deployment as it finishes; returns the exit code.
 async fn run_pass(
     agent: &Pipeline,
+    exporter: &certkeeper::metrics::Exporter,
     only: &[String],
     now: bool,
     stop: &Shutdown,
@@ -595,7 +599,15 @@ async fn run_pass(
             }
         }
     };
+    let started = std::time::Instant::now();
     agent.pass_reporting(only, now, stop, &mut print).await;
+    // A dry run records nothing, metrics included.
+    if !agent.is_dry_run() {
+        exporter.publish(
+            &agent.status_report(),
+            Some(started.elapsed().as_secs_f64()),
+        );
+    }
     if failed {
         EXIT_FAILED
     } else if busy {

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::Config;
+use crate::metrics::Exporter;
 use crate::pipeline::{self, LockWait, Pipeline, Report};
 use crate::shutdown::{self, Shutdown};
 use crate::state::Store;
@@ -37,6 +38,9 @@ pub enum DaemonError {
     /// The state directory or the clients could not be set up.
     #[error(transparent)]
     Setup(#[from] pipeline::RenewError),
+    /// `[metrics] listen` cannot be bound.
+    #[error("cannot listen on {0} for [metrics]: {1}; pick a free address or remove `listen`")]
+    Metrics(std::net::SocketAddr, #[source] std::io::Error),
 }
 
 /// What the last pass achieved, for `STATUS=`.
@@ -77,10 +81,26 @@ fn next_tick(
     Some((OffsetDateTime::now_utc() + wait, wait))
 }
 
-fn build(config: Config) -> Result<Pipeline, pipeline::RenewError> {
+fn build(config: Config, exporter: &Exporter) -> Result<Pipeline, pipeline::RenewError> {
     let store = Store::open(&config.state_dir)?;
     // The daemon has time: a deployment a hand-run `renew` works on is waited for, not failed.
-    Ok(Pipeline::new(config, Arc::new(store))?.with_lock_wait(LockWait::Forever))
+    let mut agent = Pipeline::new(config, Arc::new(store))?.with_lock_wait(LockWait::Forever);
+    let stats = exporter.stats();
+    agent.subscribe(move |event| stats.observe(event));
+    Ok(agent)
+}
+
+/// Serves `[metrics] listen`, when set; binding it is part of starting.
+async fn start_exporter(config: &Config) -> Result<Arc<Exporter>, DaemonError> {
+    let exporter = Exporter::new(&config.metrics);
+    if let Some(addr) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| DaemonError::Metrics(addr, e))?;
+        tracing::info!(%addr, "serving /metrics and /healthz");
+        tokio::spawn(exporter.clone().serve(listener));
+    }
+    Ok(exporter)
 }
 
 /// The signals the daemon answers, installed once at start.
@@ -138,8 +158,11 @@ pub async fn run(
     notifier: Notifier,
 ) -> Result<(), DaemonError> {
     let mut signals = Signals::install()?;
-    let mut agent = build(config)?;
+    let exporter = start_exporter(&config).await?;
+    let mut agent = build(config, &exporter)?;
     agent.check_profiles().await?;
+    // Before the first pass, /metrics already shows what the state directory knows.
+    exporter.publish(&agent.status_report(), None);
     let (trigger, stop) = shutdown::channel();
 
     spawn_watchdog();
@@ -179,13 +202,21 @@ pub async fn run(
         match wake {
             Some(Wake::Stop) => break,
             Some(Wake::Reload) => {
-                agent = reload(&config_path, agent, &notifier).await;
+                agent = reload(&config_path, agent, &notifier, &exporter).await;
                 continue;
             }
             None => {}
         }
 
+        exporter.pass_started();
+        let started = std::time::Instant::now();
         let end = watched_pass(&agent, &stop, &trigger, &notifier, &mut signals).await;
+        exporter.publish(
+            &agent.status_report(),
+            end.reports
+                .is_some()
+                .then(|| started.elapsed().as_secs_f64()),
+        );
         deferred_until = None;
         if let Some(reports) = &end.reports {
             for r in reports {
@@ -200,7 +231,7 @@ pub async fn run(
             return Ok(());
         }
         if end.reload {
-            agent = reload(&config_path, agent, &notifier).await;
+            agent = reload(&config_path, agent, &notifier, &exporter).await;
         }
     }
     notifier.stopping();
@@ -325,7 +356,12 @@ fn same_state_dir(old: &std::path::Path, new: &std::path::Path) -> Result<(), St
     ))
 }
 
-async fn reload(path: &std::path::Path, old: Pipeline, notifier: &Notifier) -> Pipeline {
+async fn reload(
+    path: &std::path::Path,
+    old: Pipeline,
+    notifier: &Notifier,
+    exporter: &Exporter,
+) -> Pipeline {
     notifier.reloading();
     let loaded = match Config::load(path) {
         Err(e) => Err(e.to_string()),
@@ -334,7 +370,7 @@ async fn reload(path: &std::path::Path, old: Pipeline, notifier: &Notifier) -> P
                 tracing::warn!("{warning}");
             }
             match same_state_dir(&old.config().state_dir, &config.state_dir)
-                .and_then(|()| build(config).map_err(|e| e.to_string()))
+                .and_then(|()| build(config, exporter).map_err(|e| e.to_string()))
             {
                 Err(e) => Err(e),
                 // The same check as at start: a profile the CA does not offer is a config error.

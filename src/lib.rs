@@ -21,6 +21,7 @@
 //! - [`solver`]: DNS-01 record publication (RFC 2136 + TSIG) and the TXT journal.
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`verify`]: the deployment's endpoint must serve the deployed certificate.
+//! - [`metrics`]: Prometheus text for `/metrics` and the textfile collector.
 //! - [`status`]: `certkeeper status` and its JSON schema; when a deployment needs a human.
 //! - [`daemon`]: `certkeeper run`: cron ticks with jitter, signals, sd_notify ([`systemd`], [`shutdown`]).
 #![warn(missing_docs)]
@@ -31,6 +32,7 @@ pub mod certs;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod shutdown;

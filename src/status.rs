@@ -17,7 +17,9 @@
 //!     "step": "pushed",                 // issued | pushed | active | verified | null
 //!     "last": {"ok": false, "at": "…", "message": "EMQX API rejected the credentials (401) …"},
 //!     "at_risk": null,                  // or why the budget cannot renew it before its deadline
-//!     "error": null                     // or why its state cannot be read
+//!     "error": null,                    // or why its state cannot be read
+//!     "last_success": "…",              // when a pass over it last ended well
+//!     "failures_total": 0               // passes over it that failed, ever
 //!   }],
 //!   "accounts": [{"name": "prod", "key": "app-key", "gets_left": 58, "get_limit": 60,
 //!                 "writes_left": 6, "write_limit": 6, "window_seconds": 3600}]
@@ -90,6 +92,11 @@ pub struct DeploymentStatus {
     pub at_risk: Option<String>,
     /// Why its state cannot be read, if so.
     pub error: Option<String>,
+    /// When a pass over it last ended well.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+    /// Passes over it that failed, ever.
+    pub failures_total: u64,
 }
 
 /// A planned renewal.
@@ -194,6 +201,8 @@ fn deployment(
         last: None,
         at_risk: None,
         error: None,
+        last_success: None,
+        failures_total: 0,
     };
     let record = match record {
         Ok(r) => r,
@@ -204,6 +213,8 @@ fn deployment(
         }
     };
     status.expires = record.expire;
+    status.last_success = record.last_success;
+    status.failures_total = record.failures_total;
     status.step = record.step;
     status.at_risk = record.plan.as_ref().and_then(|p| p.at_risk.clone());
     status.renewal = record.plan.as_ref().map(|p| Renewal {

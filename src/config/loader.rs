@@ -242,6 +242,45 @@ impl Loader<'_> {
         Ok(Some(path))
     }
 
+    /// `[metrics]`: an address to listen on, and a textfile in a directory that exists.
+    pub(super) fn metrics(&self, raw: Option<raw::Metrics>) -> Result<MetricsConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(MetricsConfig::default());
+        };
+        let listen = match &raw.listen {
+            None => None,
+            Some(l) => Some(l.get_ref().parse().map_err(|_| {
+                self.err_at(
+                    l.span(),
+                    format!(
+                        "metrics.listen `{}` is not an address with a port, e.g. \"127.0.0.1:9465\"",
+                        l.get_ref()
+                    ),
+                )
+            })?),
+        };
+        let textfile = match &raw.textfile {
+            None => None,
+            Some(t) => {
+                let path = PathBuf::from(t.get_ref());
+                let dir_ok = path
+                    .parent()
+                    .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir());
+                if !dir_ok || path.file_name().is_none() || path.is_dir() {
+                    return Err(self.err_at(
+                        t.span(),
+                        format!(
+                            "metrics.textfile {} must be a file in a directory that exists",
+                            path.display()
+                        ),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        Ok(MetricsConfig { listen, textfile })
+    }
+
     /// Picks the named section, or the only one when no name is given.
     fn pick<T>(
         &self,

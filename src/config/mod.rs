@@ -121,6 +121,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// `[alerts]`.
     pub alerts: AlertsConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
     /// Warnings worth showing the operator (e.g. inline secrets in a readable file).
     pub warnings: Vec<String>,
 }
@@ -142,6 +144,15 @@ pub struct ScheduleConfig {
 pub struct AlertsConfig {
     /// `status` exits 1 for a certificate with less than this left, whatever the plan says.
     pub expiry_warning: Duration,
+}
+
+/// `[metrics]`: where Prometheus finds certkeeper's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// `certkeeper run` serves `GET /metrics` and `GET /healthz` here.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Rewritten atomically after every pass of any command (a node exporter's textfile collector).
+    pub textfile: Option<PathBuf>,
 }
 
 /// `[acme]`.
@@ -253,6 +264,14 @@ mod raw {
         pub deployment: Vec<Spanned<Deployment>>,
         pub schedule: Option<Schedule>,
         pub alerts: Option<Alerts>,
+        pub metrics: Option<Metrics>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Metrics {
+        pub listen: Option<Spanned<String>>,
+        pub textfile: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -361,6 +380,7 @@ impl Config {
                 None => DEFAULT_EXPIRY_WARNING,
             },
         };
+        let metrics = loader.metrics(raw.metrics)?;
         let mut dns = BTreeMap::new();
         for (name, section) in raw.dns {
             let parsed = crate::solver::rfc2136::config::resolve(&mut loader, &name, section)?;
@@ -404,6 +424,7 @@ impl Config {
             deployments,
             schedule,
             alerts,
+            metrics,
             warnings,
         })
     }

@@ -314,3 +314,29 @@ fn plain_http_and_readable_secret_files_are_warned_about() {
         c.warnings
     );
 }
+
+#[test]
+fn metrics_listen_and_textfile_are_checked() {
+    let deployment = "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("c.prom");
+    let c = parse(&base(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:9465\"\ntextfile = {:?}\n{deployment}",
+        prom.display().to_string()
+    )))
+    .unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9465".parse().unwrap()));
+    assert_eq!(c.metrics.textfile.as_deref(), Some(prom.as_path()));
+    let e = parse(&base(&format!(
+        "[metrics]\nlisten = \"localhost\"\n{deployment}"
+    )))
+    .unwrap_err();
+    assert!(e.to_string().contains("metrics.listen"), "{e}");
+    assert_eq!(e.position, Some((14, 10)), "{e}");
+    let e = parse(&base(&format!(
+        "[metrics]\ntextfile = \"/nonexistent/dir/c.prom\"\n{deployment}"
+    )))
+    .unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/dir/c.prom"), "{e}");
+    assert!(parse(&base(deployment)).unwrap().metrics.listen.is_none());
+}

@@ -28,6 +28,13 @@ pub enum Event {
         /// The expiry of the certificate the target runs, when known.
         expires: Option<OffsetDateTime>,
     },
+    /// An attempt to obtain a certificate from the CA ended.
+    Order {
+        /// Deployment id.
+        id: String,
+        /// It brought a certificate.
+        issued: bool,
+    },
 }
 
 type Subscriber = Arc<dyn Fn(&Event) + Send + Sync>;

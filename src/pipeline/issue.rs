@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
-use super::{ACME_ATTEMPTS, Done, Pipeline, RenewError};
+use super::{ACME_ATTEMPTS, Done, Event, Pipeline, RenewError};
 use crate::acme::{AcmeClient, AcmeError, OrderSpec};
 use crate::certs::{self, Bundle};
 use crate::config::Deployment;
@@ -168,6 +168,10 @@ impl Pipeline {
                 acme.issue(spec, solver, &save).await
             }
             .await;
+            self.events.emit(&Event::Order {
+                id: d.id.clone(),
+                issued: result.is_ok(),
+            });
             match result {
                 Ok(bundle) => return Ok(bundle),
                 Err(e) if finalized.load(Ordering::SeqCst) => {

@@ -206,9 +206,24 @@ impl Pipeline {
         self.events.subscribe(subscriber);
     }
 
+    /// Whether this is a dry run.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// What local state says of every deployment (`status`, metrics).
+    pub fn status_report(&self) -> crate::status::Report {
+        crate::status::report(
+            &self.config,
+            &*self.state,
+            |name| self.budget_left(name),
+            OffsetDateTime::now_utc(),
+        )
     }
 
     /// The request budget left of the `[emqx.NAME]` account.

@@ -323,6 +323,12 @@ impl Pipeline {
             Err(e) => e.to_string(),
         };
         let saved = self.state.record(&d.id).and_then(|mut r| {
+            match result {
+                Ok(_) => r.last_success = Some(now),
+                // Stopped at a safe point: not a failure of the deployment.
+                Err(RenewError::Interrupted(_)) => {}
+                Err(_) => r.failures_total += 1,
+            }
             r.last = Some(Outcome {
                 at: now,
                 ok: result.is_ok(),

@@ -203,7 +203,7 @@ impl World {
             .iter()
             .filter_map(|e| match e {
                 Event::Step { step, .. } => Some(*step),
-                Event::Outcome { .. } => None,
+                _ => None,
             })
             .collect()
     }

@@ -120,6 +120,12 @@ pub struct Record {
     /// Pushes in a row of the certificate in flight that the vendor accepted without applying.
     #[serde(default)]
     pub unapplied_pushes: u32,
+    /// When a pass over the deployment last ended well (renewed, not due, deferred).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+    /// Passes over the deployment that failed, ever (the metric `certkeeper_renewal_failures_total`).
+    #[serde(default)]
+    pub failures_total: u64,
 }
 
 /// An ACME order being finalized: where it is and the key its certificate is for.
