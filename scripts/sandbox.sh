@@ -38,6 +38,8 @@ install_packages() {
     have mosquitto || missing+=(mosquitto)
     have mosquitto_pub || missing+=(mosquitto-clients)
     [ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing+=(procps)
+    # The metrics tests scrape the daemon with a real Prometheus and check its output with promtool.
+    { have prometheus && have promtool; } || missing+=(prometheus)
     have cc || missing+=(gcc libc6-dev)
     if ! have cargo && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
         have curl || missing+=(curl ca-certificates)

@@ -8,6 +8,7 @@
 //! - [`planning`]: ARI, the request budget, dry run, profiles, EAB.
 //! - [`fleet`]: the concurrent pass, shared budgets, deployment locks.
 //! - [`health`]: `status` exit codes and JSON, no secrets needed, journald priorities.
+//! - [`metrics`]: the textfile and `/metrics` under a real Prometheus and promtool.
 //! - [`faults`]: SIGKILL at each failpoint, the fault matrix, endpoint verification, secrets in logs.
 //! - [`regressions`]: one test per bug found in review.
 //! - [`fuzz_regressions`]: inputs the fuzzers found.
@@ -22,6 +23,7 @@ mod files;
 mod fleet;
 mod fuzz_regressions;
 mod health;
+mod metrics;
 mod planning;
 mod regressions;
 mod renew;
