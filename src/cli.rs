@@ -89,6 +89,11 @@ enum Command {
     Run,
     /// Validate the config offline (no network) and print what would be managed
     Check,
+    /// Failure notifications: `notify test` sends a test message through every [[notify]] channel
+    Notify {
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
     /// One line per deployment from local state (no network, no secrets, no writes); exits 1 when any
     /// selected deployment is failing, at risk, or expires within [alerts] expiry_warning
     Status {
@@ -99,6 +104,12 @@ enum Command {
         #[arg(long = "deployment", value_name = "ID")]
         deployments: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyAction {
+    /// Send a test message through every configured channel and report each result
+    Test,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -126,6 +137,9 @@ pub fn main() -> ExitCode {
     ExitCode::from(match args.command {
         Command::Check => check(&config),
         Command::Status { json, deployments } => status(&config, json, &deployments),
+        Command::Notify {
+            action: NotifyAction::Test,
+        } => notify_test(&config),
         Command::Renew {
             now,
             deployments,
@@ -283,6 +297,30 @@ fn status(config: &Config, json: bool, only: &[String]) -> u8 {
         }
     }
     if report.healthy { EXIT_OK } else { EXIT_FAILED }
+}
+
+fn notify_test(config: &Config) -> u8 {
+    if config.notify.is_empty() {
+        fail!(
+            "error: {} has no [[notify]] channel to test",
+            config.path.display()
+        );
+        return EXIT_USAGE;
+    }
+    let Some(runtime) = runtime() else {
+        return EXIT_FAILED;
+    };
+    let mut code = EXIT_OK;
+    for (name, result) in runtime.block_on(certkeeper::notify::test(&config.notify)) {
+        match result {
+            Ok(()) => println!("{name}: delivered"),
+            Err(e) => {
+                fail!("{name}: not delivered: {e}");
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    code
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
@@ -600,7 +638,11 @@ async fn run_pass(
         }
     };
     let started = std::time::Instant::now();
+    let since = time::OffsetDateTime::now_utc();
     agent.pass_reporting(only, now, stop, &mut print).await;
+    if !stop.is_stopping() {
+        agent.notify(since).await;
+    }
     // A dry run records nothing, metrics included.
     if !agent.is_dry_run() {
         exporter.publish(

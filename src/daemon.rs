@@ -208,15 +208,8 @@ pub async fn run(
             None => {}
         }
 
-        exporter.pass_started();
-        let started = std::time::Instant::now();
-        let end = watched_pass(&agent, &stop, &trigger, &notifier, &mut signals).await;
-        exporter.publish(
-            &agent.status_report(),
-            end.reports
-                .is_some()
-                .then(|| started.elapsed().as_secs_f64()),
-        );
+        let end =
+            pass_and_report(&agent, &stop, &trigger, &notifier, &mut signals, &exporter).await;
         deferred_until = None;
         if let Some(reports) = &end.reports {
             for r in reports {
@@ -237,6 +230,32 @@ pub async fn run(
     notifier.stopping();
     tracing::info!("stopping");
     Ok(())
+}
+
+/// One pass with what follows it: metrics published, notifications sent (not while stopping: delivery may
+/// take seconds, and the next start compares again).
+async fn pass_and_report(
+    agent: &Pipeline,
+    stop: &Shutdown,
+    trigger: &shutdown::Trigger,
+    notifier: &Notifier,
+    signals: &mut Signals,
+    exporter: &Exporter,
+) -> PassEnd {
+    exporter.pass_started();
+    let started = std::time::Instant::now();
+    let since = OffsetDateTime::now_utc();
+    let end = watched_pass(agent, stop, trigger, notifier, signals).await;
+    exporter.publish(
+        &agent.status_report(),
+        end.reports
+            .is_some()
+            .then(|| started.elapsed().as_secs_f64()),
+    );
+    if end.reports.is_some() && !end.stopping {
+        agent.notify(since).await;
+    }
+    end
 }
 
 /// One pass, while answering signals: SIGTERM/SIGINT let it reach a safe point, SIGHUP waits for its end.

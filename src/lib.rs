@@ -22,6 +22,7 @@
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`verify`]: the deployment's endpoint must serve the deployed certificate.
 //! - [`metrics`]: Prometheus text for `/metrics` and the textfile collector.
+//! - [`notify`]: failure notifications (webhooks), one per change of state, queued in the state dir.
 //! - [`status`]: `certkeeper status` and its JSON schema; when a deployment needs a human.
 //! - [`daemon`]: `certkeeper run`: cron ticks with jitter, signals, sd_notify ([`systemd`], [`shutdown`]).
 #![warn(missing_docs)]
@@ -33,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod shutdown;

@@ -65,6 +65,8 @@ pub const DEFAULT_JITTER: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// A certificate with less than this left makes `status` exit 1 by default.
 pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A deployment that keeps failing is notified again after this long by default.
+pub const DEFAULT_REPEAT: Duration = Duration::from_secs(24 * 3600);
 /// The most deployments a pass works on at once: beyond this the CA's and the DNS server's rate limits,
 /// not certkeeper, set the pace.
 pub const MAX_CONCURRENCY: usize = 256;
@@ -123,6 +125,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[[notify]]` channels, in config order.
+    pub notify: Vec<crate::notify::config::Channel>,
     /// Warnings worth showing the operator (e.g. inline secrets in a readable file).
     pub warnings: Vec<String>,
 }
@@ -144,6 +148,8 @@ pub struct ScheduleConfig {
 pub struct AlertsConfig {
     /// `status` exits 1 for a certificate with less than this left, whatever the plan says.
     pub expiry_warning: Duration,
+    /// A deployment that keeps failing is notified again after this long.
+    pub repeat: Duration,
 }
 
 /// `[metrics]`: where Prometheus finds certkeeper's metrics.
@@ -265,6 +271,8 @@ mod raw {
         pub schedule: Option<Schedule>,
         pub alerts: Option<Alerts>,
         pub metrics: Option<Metrics>,
+        #[serde(default)]
+        pub notify: Vec<Spanned<crate::notify::config::RawNotify>>,
     }
 
     #[derive(Deserialize)]
@@ -278,6 +286,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Alerts {
         pub expiry_warning: Option<Spanned<String>>,
+        pub repeat: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -374,12 +383,20 @@ impl Config {
         })?;
         let acme = loader.acme(raw.acme)?;
         let schedule = loader.schedule(raw.schedule)?;
-        let alerts = AlertsConfig {
-            expiry_warning: match raw.alerts {
-                Some(a) => loader.duration(&a.expiry_warning, DEFAULT_EXPIRY_WARNING)?,
-                None => DEFAULT_EXPIRY_WARNING,
+        let alerts = match raw.alerts {
+            Some(a) => AlertsConfig {
+                expiry_warning: loader.duration(&a.expiry_warning, DEFAULT_EXPIRY_WARNING)?,
+                repeat: loader.duration(&a.repeat, DEFAULT_REPEAT)?,
+            },
+            None => AlertsConfig {
+                expiry_warning: DEFAULT_EXPIRY_WARNING,
+                repeat: DEFAULT_REPEAT,
             },
         };
+        let mut notify = Vec::new();
+        for (index, raw) in raw.notify.into_iter().enumerate() {
+            notify.push(crate::notify::config::resolve(&mut loader, index, raw)?);
+        }
         let metrics = loader.metrics(raw.metrics)?;
         let mut dns = BTreeMap::new();
         for (name, section) in raw.dns {
@@ -425,6 +442,7 @@ impl Config {
             schedule,
             alerts,
             metrics,
+            notify,
             warnings,
         })
     }

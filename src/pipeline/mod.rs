@@ -216,6 +216,21 @@ impl Pipeline {
         &self.config
     }
 
+    /// After a pass that started at `since`: the failure notifications it calls for (none in a dry run).
+    pub async fn notify(&self, since: OffsetDateTime) {
+        if self.dry_run {
+            return;
+        }
+        crate::notify::after_pass(
+            &self.config.notify,
+            &self.config.alerts,
+            &*self.state,
+            &self.status_report(),
+            since,
+        )
+        .await;
+    }
+
     /// What local state says of every deployment (`status`, metrics).
     pub fn status_report(&self) -> crate::status::Report {
         crate::status::report(

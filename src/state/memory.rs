@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{JournalEntry, StateStore};
 use crate::certs::Bundle;
 use crate::state::{
-    AccountCredentials, BudgetLog, DeploymentLock, PendingOrder, Record, StoreError,
+    AccountCredentials, BudgetLog, DeploymentLock, NotifyLog, PendingOrder, Record, StoreError,
 };
 
 #[derive(Default)]
@@ -19,6 +19,7 @@ struct Inner {
     accounts: BTreeMap<String, serde_json::Value>,
     budget: BudgetLog,
     locked: std::collections::BTreeSet<String>,
+    notify: NotifyLog,
 }
 
 /// Everything in a map behind a mutex; nothing survives the process.
@@ -140,6 +141,15 @@ impl StateStore for Memory {
         let mut inner = self.inner();
         update(&mut inner.budget);
         Ok(inner.budget.clone())
+    }
+
+    fn notify_log(&self) -> Result<NotifyLog, StoreError> {
+        Ok(self.inner().notify.clone())
+    }
+
+    fn save_notify_log(&self, log: &NotifyLog) -> Result<(), StoreError> {
+        self.inner().notify = log.clone();
+        Ok(())
     }
 
     fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {

@@ -16,7 +16,8 @@ mod records;
 pub use fs::{MAX_STATE_FILE, Store, StoreError, StoreLock, wait_for};
 pub use instant_acme::AccountCredentials;
 pub use records::{
-    AriRecord, BudgetLog, CertRecord, KeyUsage, Outcome, PendingOrder, PlanRecord, Record, Step,
+    AriRecord, BudgetLog, CertRecord, KeyUsage, Notified, NotifyLog, Outcome, PendingOrder,
+    PlanRecord, QueuedMessage, Record, Step,
 };
 
 /// A TXT record published for DNS-01 and not yet removed: `(owner name, value)`.
@@ -119,6 +120,16 @@ pub trait StateStore: Send + Sync {
         &self,
         update: &mut dyn FnMut(&mut BudgetLog) -> bool,
     ) -> Result<BudgetLog, StoreError>;
+    /// What the failure notifications remember (empty when nothing yet).
+    ///
+    /// # Errors
+    /// It cannot be read or is corrupt.
+    fn notify_log(&self) -> Result<NotifyLog, StoreError>;
+    /// Replaces it.
+    ///
+    /// # Errors
+    /// The write failed.
+    fn save_notify_log(&self, log: &NotifyLog) -> Result<(), StoreError>;
     /// Takes the lock of deployment `id` without waiting: one process works on a deployment at a time, while
     /// other deployments proceed in other processes. Released when the guard drops.
     ///
@@ -184,6 +195,12 @@ macro_rules! delegate {
             }
             fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {
                 (**self).try_lock_deployment(id)
+            }
+            fn notify_log(&self) -> Result<NotifyLog, StoreError> {
+                (**self).notify_log()
+            }
+            fn save_notify_log(&self, log: &NotifyLog) -> Result<(), StoreError> {
+                (**self).save_notify_log(log)
             }
             fn persists(&self) -> bool {
                 (**self).persists()
@@ -268,6 +285,14 @@ impl<S: StateStore> StateStore for ReadOnly<S> {
     /// process's steps.
     fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {
         self.0.try_lock_deployment(id)
+    }
+
+    fn notify_log(&self) -> Result<NotifyLog, StoreError> {
+        self.0.notify_log()
+    }
+
+    fn save_notify_log(&self, _log: &NotifyLog) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn persists(&self) -> bool {

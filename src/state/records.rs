@@ -163,3 +163,36 @@ pub struct KeyUsage {
 
 /// The request log of every API key, by key.
 pub type BudgetLog = std::collections::BTreeMap<String, KeyUsage>;
+
+/// What the failure notifications remember between passes: each deployment's last notified state, and the
+/// messages not delivered yet (retried at the next pass, so a restart loses none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotifyLog {
+    /// By deployment id.
+    #[serde(default)]
+    pub deployments: std::collections::BTreeMap<String, Notified>,
+    /// Oldest first.
+    #[serde(default)]
+    pub queue: Vec<QueuedMessage>,
+}
+
+/// A deployment's state as last notified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notified {
+    /// `ok`, `failing` or `at_risk`.
+    pub state: String,
+    /// When a message about this state was last queued.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_sent: Option<OffsetDateTime>,
+}
+
+/// A message waiting for its channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    /// The channel's position among the `[[notify]]` tables.
+    pub channel: usize,
+    /// The message (the documented JSON; it holds no secret).
+    pub message: serde_json::Value,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+}

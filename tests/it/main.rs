@@ -9,6 +9,7 @@
 //! - [`fleet`]: the concurrent pass, shared budgets, deployment locks.
 //! - [`health`]: `status` exit codes and JSON, no secrets needed, journald priorities.
 //! - [`metrics`]: the textfile and `/metrics` under a real Prometheus and promtool.
+//! - [`notify`]: failure notifications through a webhook receiver.
 //! - [`faults`]: SIGKILL at each failpoint, the fault matrix, endpoint verification, secrets in logs.
 //! - [`regressions`]: one test per bug found in review.
 //! - [`fuzz_regressions`]: inputs the fuzzers found.
@@ -24,6 +25,7 @@ mod fleet;
 mod fuzz_regressions;
 mod health;
 mod metrics;
+mod notify;
 mod planning;
 mod regressions;
 mod renew;

@@ -4,6 +4,7 @@
 //! ```text
 //! account.json                   ACME accounts, one per CA directory (secret)
 //! budget.json                    vendor requests per API key (changed under update.lock)
+//! notify.json                    notified states and undelivered notifications
 //! deployments/<id>.json          the record
 //! deployments/<id>.pem           the bundle in flight: key then chain (secret)
 //! deployments/<id>.order.json    the order being finalized, with its key (secret)
@@ -18,11 +19,13 @@ use serde::{Deserialize, Serialize};
 use super::{Store, StoreError, read_state_file};
 use crate::certs::Bundle;
 use crate::state::{
-    AccountCredentials, BudgetLog, DeploymentLock, JournalEntry, PendingOrder, Record, StateStore,
+    AccountCredentials, BudgetLog, DeploymentLock, JournalEntry, NotifyLog, PendingOrder, Record,
+    StateStore,
 };
 
 const ACCOUNTS_FILE: &str = "account.json";
 const BUDGET_FILE: &str = "budget.json";
+const NOTIFY_FILE: &str = "notify.json";
 
 fn record_file(id: &str) -> String {
     format!("deployments/{id}.json")
@@ -187,5 +190,13 @@ impl StateStore for Store {
 
     fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {
         Store::try_lock_deployment(self, id).map(DeploymentLock::new)
+    }
+
+    fn notify_log(&self) -> Result<NotifyLog, StoreError> {
+        Ok(self.read_json(NOTIFY_FILE)?.unwrap_or_default())
+    }
+
+    fn save_notify_log(&self, log: &NotifyLog) -> Result<(), StoreError> {
+        self.write_json(NOTIFY_FILE, log)
     }
 }

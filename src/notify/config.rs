@@ -1,0 +1,191 @@
+//! `[[notify]]`: where failure notifications go. Dispatched on `kind` by hand, like targets and DNS providers,
+//! so every error keeps its line and column.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{ConfigError, Loader};
+
+/// Which changes of state a channel hears about.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A deployment started failing (repeated every `[alerts] repeat` while it keeps failing).
+    Failure,
+    /// The vendor's budget cannot renew it before its deadline.
+    AtRisk,
+    /// It succeeds again after a failure or a risk.
+    Recovered,
+    /// A new certificate runs (only when asked for).
+    Renewed,
+    /// `certkeeper notify test`.
+    Test,
+}
+
+impl Kind {
+    /// The name in config and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Failure => "failure",
+            Kind::AtRisk => "at_risk",
+            Kind::Recovered => "recovered",
+            Kind::Renewed => "renewed",
+            Kind::Test => "test",
+        }
+    }
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// certkeeper's documented JSON.
+    Json,
+    /// `{"text": …}`: Slack and Mattermost incoming webhooks.
+    Slack,
+}
+
+/// One resolved `[[notify]]` channel.
+#[derive(Clone)]
+pub struct Channel {
+    /// Its position among the `[[notify]]` tables, for the queue.
+    pub index: usize,
+    /// `webhook to <host>`: a name for the logs that holds no secret.
+    pub name: String,
+    /// The events it hears about.
+    pub on: Vec<Kind>,
+    /// The URL.
+    pub url: String,
+    /// The body's format.
+    pub format: Format,
+    /// The HMAC-SHA256 key of `X-Certkeeper-Signature`, if any.
+    pub secret: Option<secrecy::SecretString>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.name)
+            .field("on", &self.on)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[[notify]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    kind: Spanned<String>,
+    url: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    secret: Option<String>,
+    secret_file: Option<Spanned<String>>,
+    secret_env: Option<Spanned<String>>,
+    on: Option<Spanned<Vec<String>>>,
+}
+
+/// The events a channel hears about unless it says otherwise.
+pub const DEFAULT_ON: [Kind; 3] = [Kind::Failure, Kind::AtRisk, Kind::Recovered];
+
+/// `on = [...]`, or [`DEFAULT_ON`].
+fn events(cx: &Loader<'_>, on: Option<&Spanned<Vec<String>>>) -> Result<Vec<Kind>, ConfigError> {
+    let Some(list) = on else {
+        return Ok(DEFAULT_ON.to_vec());
+    };
+    list.get_ref()
+        .iter()
+        .map(|name| match name.as_str() {
+            "failure" => Ok(Kind::Failure),
+            "at_risk" => Ok(Kind::AtRisk),
+            "recovered" => Ok(Kind::Recovered),
+            "renewed" => Ok(Kind::Renewed),
+            other => Err(cx.err_at(
+                list.span(),
+                format!(
+                    "[[notify]] on: `{other}` is not one of \"failure\", \"at_risk\", \"recovered\", \"renewed\""
+                ),
+            )),
+        })
+        .collect()
+}
+
+/// Resolves one `[[notify]]`.
+///
+/// # Errors
+/// An unknown kind, a missing or non-https URL, an unknown format or event, an unreadable secret.
+pub(crate) fn resolve(
+    cx: &mut Loader<'_>,
+    index: usize,
+    raw: Spanned<RawNotify>,
+) -> Result<Channel, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if raw.kind.get_ref() != "webhook" {
+        return Err(cx.err_at(
+            raw.kind.span(),
+            format!(
+                "[[notify]] kind `{}` is not supported; use \"webhook\" (e-mail is not built yet)",
+                raw.kind.get_ref()
+            ),
+        ));
+    }
+    let url = match &raw.url {
+        Some(u) if u.get_ref().starts_with("https://") || u.get_ref().starts_with("http://") => {
+            u.get_ref().clone()
+        }
+        // Not quoted: a webhook URL often carries its token in the path.
+        Some(u) => {
+            return Err(cx.err_at(u.span(), "[[notify]] url is not an http(s):// URL"));
+        }
+        None => return Err(cx.err_at(span, "[[notify]] kind = \"webhook\" needs `url`")),
+    };
+    let format = match raw.format.as_ref().map(|f| f.get_ref().as_str()) {
+        None | Some("json") => Format::Json,
+        Some("slack") => Format::Slack,
+        Some(other) => {
+            let at = raw
+                .format
+                .as_ref()
+                .map(|f| f.span())
+                .unwrap_or(span.clone());
+            return Err(cx.err_at(
+                at,
+                format!("[[notify]] format `{other}` is neither \"json\" nor \"slack\""),
+            ));
+        }
+    };
+    let on = events(cx, raw.on.as_ref())?;
+    let given = raw.secret.is_some() || raw.secret_file.is_some() || raw.secret_env.is_some();
+    cx.inline_secrets |= raw.secret.is_some();
+    let secret = if given {
+        Some(
+            cx.secret(
+                "secret",
+                "notify",
+                span,
+                &raw.secret,
+                &raw.secret_file,
+                &raw.secret_env,
+            )?
+            .into(),
+        )
+    } else {
+        None
+    };
+    // The host alone names it: the path of a webhook URL is often its secret (Slack's are).
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .unwrap_or_default();
+    Ok(Channel {
+        index,
+        name: format!("webhook to {host}"),
+        on,
+        url,
+        format,
+        secret,
+    })
+}

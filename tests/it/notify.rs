@@ -1,0 +1,217 @@
+//! Failure notifications through a webhook (issue 12, "## Notifications"): one message per change of state,
+//! the JSON schema and its HMAC signature, nothing secret in it, and delivery that survives a receiver that
+//! is down. The receiver is the test's own HTTP server on a free port.
+
+use crate::common;
+use crate::common::probe::due;
+
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use common::{Case, bed};
+use serde_json::Value;
+
+const HMAC_KEY: &str = "webhook-hmac-key";
+
+/// One request the receiver got: its headers (lower-case names) and body.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+}
+
+/// A webhook receiver answering 200 to everything, until dropped with the test.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start_on(listener: TcpListener) -> Receiver {
+        let port = listener.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let seen = got.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut headers = Vec::new();
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line); // the request line
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        headers.push((k.to_ascii_lowercase(), v.trim().to_owned()));
+                    }
+                }
+                let length: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                seen.lock().unwrap().push(Received { headers, body });
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn start() -> Receiver {
+        Receiver::start_on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// Appends a `[[notify]]` webhook to the config at `path`.
+fn with_webhook(path: &Path, port: u16, extra: &str) {
+    let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
+    write!(
+        file,
+        "\n[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hooks/T0KEN\"\nsecret = \"{HMAC_KEY}\"\n{extra}\n"
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_failing_deployment_is_notified_once_then_recovered_with_a_signed_json() {
+    let case = Case::new("notify");
+    let id = "t-notify";
+    case.deployment(id, "one-way", due());
+    let receiver = Receiver::start();
+    let failing = bed()
+        .config(
+            case.dir.path(),
+            &case.standin,
+            common::KEY,
+            "not-the-secret",
+        )
+        .deployment(id, &["t-notify.example.test"])
+        .write();
+    with_webhook(&failing, receiver.port, "");
+
+    let run = case.run(&failing, &["renew"]);
+    assert_eq!(run.code(), Some(1), "{run}");
+    let got = receiver.got();
+    assert_eq!(
+        got.len(),
+        1,
+        "one message for the new failure: {got:?}\n{run}"
+    );
+    let message = got[0].json();
+    assert_eq!(message["schema"], 1);
+    assert_eq!(message["event"], "failure");
+    assert_eq!(message["deployment"], id);
+    assert_eq!(message["target"], "emqx");
+    assert_eq!(message["domains"][0], "t-notify.example.test");
+    assert!(
+        message["message"].as_str().unwrap().contains("401"),
+        "{message}"
+    );
+    assert!(message["at"].is_string(), "{message}");
+    let signature = certkeeper::notify::webhook_signature(HMAC_KEY.as_bytes(), &got[0].body);
+    assert_eq!(
+        got[0].header("x-certkeeper-signature"),
+        Some(signature.as_str())
+    );
+    let body = String::from_utf8_lossy(&got[0].body);
+    assert!(
+        !body.contains("not-the-secret") && !body.contains(HMAC_KEY),
+        "{body}"
+    );
+    assert!(
+        !run.stderr.contains("T0KEN"),
+        "the webhook URL's token is in a log:\n{run}"
+    );
+
+    let again = case.run(&failing, &["renew"]);
+    assert_eq!(again.code(), Some(1), "{again}");
+    assert_eq!(
+        receiver.got().len(),
+        1,
+        "no second message while it keeps failing"
+    );
+
+    let fixed = case
+        .config()
+        .deployment(id, &["t-notify.example.test"])
+        .write();
+    with_webhook(&fixed, receiver.port, "");
+    let run = case.run(&fixed, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].json()["event"], "recovered", "{:?}", got[1].json());
+    case.assert_invariants();
+}
+
+#[test]
+fn a_receiver_that_is_down_loses_nothing_and_fails_no_renewal() {
+    let case = Case::new("notifydown");
+    let id = "t-notifydown";
+    case.deployment(id, "one-way", due());
+    // A port nobody listens on yet.
+    let reserved = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = reserved.local_addr().unwrap().port();
+    drop(reserved);
+    let config = case
+        .config()
+        .deployment(id, &["t-notifydown.example.test"])
+        .write();
+    with_webhook(&config, port, "on = [\"renewed\"]");
+
+    let test = case.run(&config, &["notify", "test"]);
+    assert_eq!(test.code(), Some(1), "{test}");
+    assert!(test.stderr.contains("not delivered"), "{test}");
+
+    let run = case.run(&config, &["renew"]);
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "the renewal does not depend on the receiver:\n{run}"
+    );
+    let log: Value =
+        serde_json::from_slice(&fs::read(case.state_dir().join("notify.json")).unwrap()).unwrap();
+    assert_eq!(log["queue"].as_array().unwrap().len(), 1, "{log}");
+
+    let receiver = Receiver::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let test = case.run(&config, &["notify", "test"]);
+    assert_eq!(test.code(), Some(0), "{test}");
+    assert_eq!(receiver.got()[0].json()["event"], "test");
+    let next = case.run(&config, &["renew"]);
+    assert_eq!(next.code(), Some(0), "{next}");
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let renewed = got[1].json();
+    assert_eq!(renewed["event"], "renewed", "{renewed}");
+    assert_eq!(renewed["deployment"], id);
+    let log: Value =
+        serde_json::from_slice(&fs::read(case.state_dir().join("notify.json")).unwrap()).unwrap();
+    assert!(log["queue"].as_array().unwrap().is_empty(), "{log}");
+    case.assert_invariants();
+}
