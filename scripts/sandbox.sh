@@ -40,6 +40,8 @@ install_packages() {
     [ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing+=(procps)
     # The metrics tests scrape the daemon with a real Prometheus and check its output with promtool.
     { have prometheus && have promtool; } || missing+=(prometheus)
+    # The e-mail notification tests talk to a real SMTP server (aiosmtpd, in Debian's own python3).
+    /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
     have cc || missing+=(gcc libc6-dev)
     if ! have cargo && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
         have curl || missing+=(curl ca-certificates)

@@ -340,3 +340,50 @@ fn metrics_listen_and_textfile_are_checked() {
     assert!(e.to_string().contains("/nonexistent/dir/c.prom"), "{e}");
     assert!(parse(&base(deployment)).unwrap().metrics.listen.is_none());
 }
+
+#[test]
+fn notify_channels_are_checked_with_positions() {
+    let deployment = "[[deployment]]\nid = \"a\"\ndomains = [\"a.example.com\"]\n";
+    let c = parse(&base(&format!(
+        "[[notify]]\nkind = \"webhook\"\nurl = \"https://hooks.example/x/T0KEN\"\nformat = \"slack\"\n\
+         on = [\"renewed\"]\n[[notify]]\nkind = \"email\"\nsmtp = \"smtps://mail.example:465\"\n\
+         from = \"a@example.com\"\nto = [\"b@example.com\"]\n{deployment}"
+    )))
+    .unwrap();
+    assert_eq!(c.notify.len(), 2);
+    assert_eq!(
+        c.notify[0].name, "webhook to hooks.example",
+        "no token in the name"
+    );
+    assert_eq!(c.notify[0].on, [crate::notify::config::Kind::Renewed]);
+    assert_eq!(c.notify[1].name, "e-mail to b@example.com");
+    assert!(!format!("{:?}", c.notify[0]).contains("T0KEN"));
+    for (bad, needle) in [
+        ("kind = \"pager\"", "neither \"webhook\" nor \"email\""),
+        (
+            "kind = \"webhook\"\nurl = \"ftp://x/T0KEN\"",
+            "not an http(s):// URL",
+        ),
+        (
+            "kind = \"webhook\"\nurl = \"https://x\"\non = [\"always\"]",
+            "`always`",
+        ),
+        (
+            "kind = \"email\"\nsmtp = \"mail.example\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]",
+            "host:port",
+        ),
+        (
+            "kind = \"email\"\nsmtp = \"mail.example:25\"\nfrom = \"nobody\"\nto = [\"b@example.com\"]",
+            "`nobody`",
+        ),
+        (
+            "kind = \"email\"\nsmtp = \"mail.example:25\"\nfrom = \"a@example.com\"",
+            "needs `to",
+        ),
+    ] {
+        let e = parse(&base(&format!("[[notify]]\n{bad}\n{deployment}"))).unwrap_err();
+        assert!(e.to_string().contains(needle), "{bad}: {e}");
+        assert!(e.position.is_some(), "{e}");
+        assert!(!e.to_string().contains("T0KEN"), "{e}");
+    }
+}

@@ -51,24 +51,36 @@ pub enum Format {
 pub struct Channel {
     /// Its position among the `[[notify]]` tables, for the queue.
     pub index: usize,
-    /// `webhook to <host>`: a name for the logs that holds no secret.
+    /// `webhook to <host>`, `e-mail to <addresses>`: a name for the logs that holds no secret.
     pub name: String,
     /// The events it hears about.
     pub on: Vec<Kind>,
-    /// The URL.
-    pub url: String,
-    /// The body's format.
-    pub format: Format,
-    /// The HMAC-SHA256 key of `X-Certkeeper-Signature`, if any.
-    pub secret: Option<secrecy::SecretString>,
+    /// Where messages go.
+    pub sink: Sink,
+}
+
+/// A channel's transport.
+#[derive(Clone)]
+pub enum Sink {
+    /// An HTTP POST.
+    Webhook {
+        /// The URL.
+        url: String,
+        /// The body's format.
+        format: Format,
+        /// The HMAC-SHA256 key of `X-Certkeeper-Signature`, if any.
+        secret: Option<secrecy::SecretString>,
+    },
+    /// SMTP.
+    Email(crate::notify::email::EmailConfig),
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets (HMAC key, SMTP password) and the webhook URL (its path may be a token) stay out.
         f.debug_struct("Channel")
             .field("name", &self.name)
             .field("on", &self.on)
-            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .finish_non_exhaustive()
     }
 }
@@ -78,12 +90,23 @@ impl std::fmt::Debug for Channel {
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
     kind: Spanned<String>,
+    on: Option<Spanned<Vec<String>>>,
+    // webhook
     url: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
     secret: Option<String>,
     secret_file: Option<Spanned<String>>,
     secret_env: Option<Spanned<String>>,
-    on: Option<Spanned<Vec<String>>>,
+    // email
+    pub(crate) smtp: Option<Spanned<String>>,
+    pub(crate) tls: Option<Spanned<String>>,
+    pub(crate) from: Option<Spanned<String>>,
+    pub(crate) to: Option<Spanned<Vec<String>>>,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) password_file: Option<Spanned<String>>,
+    pub(crate) password_env: Option<Spanned<String>>,
+    pub(crate) ca_file: Option<Spanned<String>>,
 }
 
 /// The events a channel hears about unless it says otherwise.
@@ -122,15 +145,24 @@ pub(crate) fn resolve(
 ) -> Result<Channel, ConfigError> {
     let span = raw.span();
     let raw = raw.into_inner();
-    if raw.kind.get_ref() != "webhook" {
-        return Err(cx.err_at(
+    let on = events(cx, raw.on.as_ref())?;
+    match raw.kind.get_ref().as_str() {
+        "webhook" => webhook(cx, index, on, span, raw),
+        "email" => crate::notify::email::resolve(cx, index, on, span, raw),
+        other => Err(cx.err_at(
             raw.kind.span(),
-            format!(
-                "[[notify]] kind `{}` is not supported; use \"webhook\" (e-mail is not built yet)",
-                raw.kind.get_ref()
-            ),
-        ));
+            format!("[[notify]] kind `{other}` is neither \"webhook\" nor \"email\""),
+        )),
     }
+}
+
+fn webhook(
+    cx: &mut Loader<'_>,
+    index: usize,
+    on: Vec<Kind>,
+    span: std::ops::Range<usize>,
+    raw: RawNotify,
+) -> Result<Channel, ConfigError> {
     let url = match &raw.url {
         Some(u) if u.get_ref().starts_with("https://") || u.get_ref().starts_with("http://") => {
             u.get_ref().clone()
@@ -156,7 +188,6 @@ pub(crate) fn resolve(
             ));
         }
     };
-    let on = events(cx, raw.on.as_ref())?;
     let given = raw.secret.is_some() || raw.secret_file.is_some() || raw.secret_env.is_some();
     cx.inline_secrets |= raw.secret.is_some();
     let secret = if given {
@@ -184,8 +215,10 @@ pub(crate) fn resolve(
         index,
         name: format!("webhook to {host}"),
         on,
-        url,
-        format,
-        secret,
+        sink: Sink::Webhook {
+            url,
+            format,
+            secret,
+        },
     })
 }

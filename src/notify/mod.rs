@@ -19,6 +19,7 @@
 //! It carries the deployment's one-line result, which never holds a secret.
 
 pub mod config;
+pub mod email;
 mod webhook;
 
 pub use webhook::{SIGNATURE_HEADER, signature as webhook_signature};
@@ -217,7 +218,7 @@ async fn send_with_retries(
 ) -> Result<(), String> {
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS_PER_PASS {
-        match webhook::send(http, channel, message).await {
+        match send(http, channel, message).await {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
@@ -226,6 +227,30 @@ async fn send_with_retries(
         }
     }
     Err(last)
+}
+
+/// One delivery attempt through `channel`.
+async fn send(
+    http: &reqwest::Client,
+    channel: &Channel,
+    message: &serde_json::Value,
+) -> Result<(), String> {
+    match &channel.sink {
+        config::Sink::Webhook {
+            url,
+            format,
+            secret,
+        } => {
+            webhook::send(
+                http,
+                &channel.name,
+                (url, *format, secret.as_ref()),
+                message,
+            )
+            .await
+        }
+        config::Sink::Email(email) => email::send(&channel.name, email, message).await,
+    }
 }
 
 /// `certkeeper notify test`: one test message through every channel, now; the result of each.
@@ -252,10 +277,7 @@ pub async fn test(channels: &[Channel]) -> Vec<(String, Result<(), String>)> {
     });
     let mut results = Vec::new();
     for channel in channels {
-        results.push((
-            channel.name.clone(),
-            webhook::send(&http, channel, &body).await,
-        ));
+        results.push((channel.name.clone(), send(&http, channel, &body).await));
     }
     results
 }

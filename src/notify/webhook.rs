@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
 
-use super::config::{Channel, Format};
+use super::config::Format;
 
 /// How long one delivery may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -12,9 +12,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Certkeeper-Signature";
 
-/// The body for `channel`'s format.
-fn body(channel: &Channel, message: &serde_json::Value) -> Vec<u8> {
-    let value = match channel.format {
+/// The body in `format`.
+fn body(format: Format, message: &serde_json::Value) -> Vec<u8> {
+    let value = match format {
         Format::Json => message.clone(),
         Format::Slack => {
             let text = format!(
@@ -39,15 +39,16 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 /// Delivers `message`; any answer but 2xx is a failure, named without the URL (its path may be a token).
 pub async fn send(
     http: &reqwest::Client,
-    channel: &Channel,
+    name: &str,
+    (url, format, secret): (&str, Format, Option<&secrecy::SecretString>),
     message: &serde_json::Value,
 ) -> Result<(), String> {
-    let body = body(channel, message);
+    let body = body(format, message);
     let mut request = http
-        .post(&channel.url)
+        .post(url)
         .timeout(TIMEOUT)
         .header(reqwest::header::CONTENT_TYPE, "application/json");
-    if let Some(secret) = &channel.secret {
+    if let Some(secret) = secret {
         request = request.header(
             SIGNATURE_HEADER,
             signature(secret.expose_secret().as_bytes(), &body),
@@ -55,14 +56,11 @@ pub async fn send(
     }
     match request.body(body).send().await {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(format!("{} answered {}", channel.name, response.status())),
+        Ok(response) => Err(format!("{} answered {}", name, response.status())),
         // Without the URL: reqwest's message would carry it.
-        Err(e) if e.is_timeout() => Err(format!(
-            "{} did not answer within {TIMEOUT:?}",
-            channel.name
-        )),
-        Err(e) if e.is_connect() => Err(format!("{} refused or unreachable", channel.name)),
-        Err(_) => Err(format!("{} failed", channel.name)),
+        Err(e) if e.is_timeout() => Err(format!("{} did not answer within {TIMEOUT:?}", name)),
+        Err(e) if e.is_connect() => Err(format!("{} refused or unreachable", name)),
+        Err(_) => Err(format!("{} failed", name)),
     }
 }
 

@@ -215,3 +215,160 @@ fn a_receiver_that_is_down_loses_nothing_and_fails_no_renewal() {
     assert!(log["queue"].as_array().unwrap().is_empty(), "{log}");
     case.assert_invariants();
 }
+
+/// A real SMTP server (Debian `python3-aiosmtpd`) requiring STARTTLS with a throwaway CA, storing what it
+/// receives in a Maildir.
+struct Smtp {
+    port: u16,
+    mbox: std::path::PathBuf,
+    ca_file: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Smtp {
+    fn start(dir: &Path) -> Smtp {
+        let tls = common::ThrowawayTls::new("certkeeper SMTP test CA (throwaway)");
+        let (cert, key, ca_file) = (
+            dir.join("smtp.crt"),
+            dir.join("smtp.key"),
+            dir.join("smtp-ca.pem"),
+        );
+        fs::write(&cert, &tls.leaf_pem).unwrap();
+        fs::write(&key, &tls.key_pem).unwrap();
+        fs::write(&ca_file, &tls.ca_pem).unwrap();
+        let [port] = common::bed::free_tcp_ports::<1>().unwrap();
+        let mbox = dir.join("maildir");
+        // Debian's python3, where python3-aiosmtpd lives (another python3 may come first in PATH).
+        let mut cmd = std::process::Command::new("/usr/bin/python3");
+        cmd.args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--tlscert")
+            .arg(&cert)
+            .arg("--tlskey")
+            .arg(&key)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&mbox)
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(dir.join("smtp.log")).unwrap())
+            .stderr(fs::File::create(dir.join("smtp.err")).unwrap());
+        let child =
+            common::bed::spawn_owned(cmd).expect("aiosmtpd runs (Debian package python3-aiosmtpd)");
+        common::daemon::wait_until(
+            "aiosmtpd listens",
+            std::time::Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || fs::read_to_string(dir.join("smtp.err")).unwrap_or_default(),
+        );
+        Smtp {
+            port,
+            mbox,
+            ca_file,
+            child,
+        }
+    }
+
+    /// The messages received, oldest first.
+    fn messages(&self) -> Vec<String> {
+        let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> =
+            fs::read_dir(self.mbox.join("new"))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
+                        .collect()
+                })
+                .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, path)| fs::read_to_string(path).unwrap())
+            .collect()
+    }
+
+    /// Their subjects.
+    fn subjects(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter_map(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        common::bed::kill_group(&mut self.child);
+    }
+}
+
+fn with_email(path: &Path, smtp: &Smtp) {
+    let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
+    write!(
+        file,
+        "\n[[notify]]\nkind = \"email\"\nsmtp = \"127.0.0.1:{}\"\nfrom = \"certkeeper@example.test\"\nto = [\"ops@example.test\"]\nca_file = {:?}\n",
+        smtp.port,
+        smtp.ca_file.display().to_string()
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_failure_is_one_email_over_starttls_and_recovery_another() {
+    let case = Case::new("email");
+    let id = "t-email";
+    case.deployment(id, "one-way", due());
+    let smtp = Smtp::start(case.dir.path());
+    let failing = bed()
+        .config(
+            case.dir.path(),
+            &case.standin,
+            common::KEY,
+            "not-the-secret",
+        )
+        .deployment(id, &["t-email.example.test"])
+        .write();
+    with_email(&failing, &smtp);
+
+    let test = case.run(&failing, &["notify", "test"]);
+    assert_eq!(test.code(), Some(0), "{test}");
+    assert!(
+        test.stdout
+            .contains("e-mail to ops@example.test: delivered"),
+        "{test}"
+    );
+
+    for _ in 0..2 {
+        let run = case.run(&failing, &["renew"]);
+        assert_eq!(run.code(), Some(1), "{run}");
+    }
+    let fixed = case
+        .config()
+        .deployment(id, &["t-email.example.test"])
+        .write();
+    with_email(&fixed, &smtp);
+    let run = case.run(&fixed, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+
+    let subjects = smtp.subjects();
+    assert_eq!(
+        subjects,
+        [
+            "certkeeper [test] certkeeper".to_owned(),
+            format!("certkeeper [failure] {id}"),
+            format!("certkeeper [recovered] {id}"),
+        ],
+        "one e-mail per change of state"
+    );
+    let mbox = smtp.messages().join("\n");
+    assert!(
+        mbox.contains("401"),
+        "the failure says what failed:\n{mbox}"
+    );
+    assert!(
+        !mbox.contains("not-the-secret"),
+        "the API secret is in an e-mail:\n{mbox}"
+    );
+    case.assert_invariants();
+}

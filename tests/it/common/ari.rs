@@ -477,37 +477,8 @@ fn proxy_certificate() -> (
     Vec<rustls_pki_types::CertificateDer<'static>>,
     rustls_pki_types::PrivateKeyDer<'static>,
 ) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().expect("generate the proxy CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.distinguished_name.push(
-        DnType::CommonName,
-        "certkeeper ARI test double CA (throwaway)",
-    );
-    let ca_cert = ca_params
-        .self_signed(&ca_key)
-        .expect("self-sign the proxy CA");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().expect("generate the proxy key");
-    let mut leaf_params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("leaf params");
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .expect("sign the proxy's certificate");
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-    (
-        ca_cert.pem(),
-        vec![leaf.der().clone(), ca_cert.der().clone()],
-        key,
-    )
+    let tls = super::ThrowawayTls::new("certkeeper ARI test double CA (throwaway)");
+    (tls.ca_pem, vec![tls.leaf_der, tls.ca_der], tls.key_der)
 }
 
 /// The ARI certificate identifier (RFC 9773 §4.1) of the leaf of `chain_pem`: base64url of its Authority Key

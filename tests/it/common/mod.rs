@@ -367,3 +367,55 @@ pub fn run_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
     bed::run_captured(cmd, std::time::Duration::from_secs(120))
 }
+
+/// A throwaway CA and a leaf for `127.0.0.1` and `localhost` it signed: for the test's own TLS servers.
+pub struct ThrowawayTls {
+    /// The CA certificate, PEM (what a client trusts).
+    pub ca_pem: String,
+    /// The CA certificate, DER.
+    pub ca_der: rustls_pki_types::CertificateDer<'static>,
+    /// The leaf, PEM.
+    pub leaf_pem: String,
+    /// The leaf, DER.
+    pub leaf_der: rustls_pki_types::CertificateDer<'static>,
+    /// The leaf's key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// The leaf's key, DER.
+    pub key_der: rustls_pki_types::PrivateKeyDer<'static>,
+}
+
+impl ThrowawayTls {
+    /// A new CA named `ca_name` and its leaf.
+    pub fn new(ca_name: &str) -> ThrowawayTls {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("generate a CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign the CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().expect("generate a leaf key");
+        let mut leaf_params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("leaf params");
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("sign the leaf");
+        ThrowawayTls {
+            ca_pem: ca_cert.pem(),
+            ca_der: ca_cert.der().clone(),
+            leaf_pem: leaf.pem(),
+            leaf_der: leaf.der().clone(),
+            key_pem: leaf_key.serialize_pem(),
+            key_der: rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        }
+    }
+}

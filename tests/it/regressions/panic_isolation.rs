@@ -7,11 +7,13 @@ fn a_panic_in_one_deployment_is_reported_and_the_others_are_renewed() {
     let case = Case::new("panic");
     let (first_id, other_id) = ("t-panic-a", "t-panic-b");
     let (first_dom, other_dom) = ("t-panic-a.example.test", "t-panic-b.example.test");
-    // The earlier deadline goes first, so the panic comes before the other deployment is handled.
+    // The earlier deadline goes first, so the panic comes before the other deployment is handled. Only a
+    // sequential pass makes "first" certain (in a concurrent one, either may reach the failpoint first).
     case.deployment(first_id, "one-way", Some(from_now(Duration::days(5))));
     case.deployment(other_id, "one-way", due());
     let config = case
         .config()
+        .schedule_raw("concurrency", "1")
         .deployment(first_id, &[first_dom])
         .deployment(other_id, &[other_dom])
         .write();

@@ -111,6 +111,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets a key in `[schedule]` to a TOML value written as is (e.g. `concurrency`, `1`).
+    pub fn schedule_raw(mut self, key: &str, value: &str) -> Self {
+        set(&mut self.schedule, key, value.to_owned());
+        self
+    }
+
     /// Sets a key in `[emqx.standin]` to a TOML value written as is (e.g. `get_limit`, `6`).
     pub fn emqx_raw(mut self, key: &str, value: &str) -> Self {
         set(&mut self.emqx, key, value.to_owned());
