@@ -74,13 +74,8 @@ fn status_exits_0_when_healthy_and_1_when_failing_or_near_expiry_with_a_stable_j
 
     // A deployment whose renewal fails (401): exit 1, health "failing", its error line; the other stays ok
     // and can be checked alone.
-    let failing = bed()
-        .config(
-            case.dir.path(),
-            &case.standin,
-            common::KEY,
-            "not-the-secret",
-        )
+    let failing = case
+        .config_with_secret("not-the-secret")
         .deployment(bad, &["t-health-bad.example.test"])
         .write();
     let failed = case.run(&failing, &["renew"]);
@@ -182,13 +177,8 @@ fn under_journald_each_line_carries_its_syslog_priority() {
     let case = Case::new("journal");
     let id = "t-journal";
     case.deployment(id, "one-way", due());
-    let config = bed()
-        .config(
-            case.dir.path(),
-            &case.standin,
-            common::KEY,
-            "not-the-secret",
-        )
+    let config = case
+        .config_with_secret("not-the-secret")
         .schedule("cron", "*/2 * * * * *")
         .schedule("jitter", "0s")
         .deployment(id, &["t-journal.example.test"])

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common::{Case, bed};
+use common::Case;
 use serde_json::Value;
 
 const HMAC_KEY: &str = "webhook-hmac-key";
@@ -104,13 +104,8 @@ fn a_failing_deployment_is_notified_once_then_recovered_with_a_signed_json() {
     let id = "t-notify";
     case.deployment(id, "one-way", due());
     let receiver = Receiver::start();
-    let failing = bed()
-        .config(
-            case.dir.path(),
-            &case.standin,
-            common::KEY,
-            "not-the-secret",
-        )
+    let failing = case
+        .config_with_secret("not-the-secret")
         .deployment(id, &["t-notify.example.test"])
         .write();
     with_webhook(&failing, receiver.port, "");
@@ -320,13 +315,8 @@ fn a_failure_is_one_email_over_starttls_and_recovery_another() {
     let id = "t-email";
     case.deployment(id, "one-way", due());
     let smtp = Smtp::start(case.dir.path());
-    let failing = bed()
-        .config(
-            case.dir.path(),
-            &case.standin,
-            common::KEY,
-            "not-the-secret",
-        )
+    let failing = case
+        .config_with_secret("not-the-secret")
         .deployment(id, &["t-email.example.test"])
         .write();
     with_email(&failing, &smtp);

@@ -195,13 +195,8 @@ fn now_renews_a_deployment_that_is_not_due() {
 fn wrong_secret_fails_without_acme_order() {
     let case = Case::new("badsecret");
     case.deployment("t-badsecret", "one-way", due());
-    let config = bed()
-        .config(
-            case.dir.path(),
-            &case.standin,
-            common::KEY,
-            "not-the-secret",
-        )
+    let config = case
+        .config_with_secret("not-the-secret")
         .deployment("t-badsecret", &["t-badsecret.example.test"])
         .write();
 

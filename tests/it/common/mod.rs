@@ -141,6 +141,11 @@ impl Case {
         bed().config(self.dir.path(), &self.standin, KEY, SECRET)
     }
 
+    /// [`Case::config`] with another API secret than the stand-in's: every vendor request gets a 401.
+    pub fn config_with_secret(&self, secret: &str) -> ConfigBuilder {
+        bed().config(self.dir.path(), &self.standin, KEY, secret)
+    }
+
     /// The state directory the case's configs name.
     pub fn state_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("state")
