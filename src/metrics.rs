@@ -299,6 +299,8 @@ impl Exporter {
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
+                // Out of file descriptors, most likely: do not spin, and leave some to the renewals.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let exporter = self.clone();
@@ -307,7 +309,10 @@ impl Exporter {
                     let answer = exporter.answer(&req);
                     async move { Ok::<_, std::convert::Infallible>(answer) }
                 });
+                // A scraper that opens a connection and sends nothing is dropped, not kept forever.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
                     .await;
             });

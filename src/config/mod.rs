@@ -394,8 +394,8 @@ impl Config {
             },
         };
         let mut notify = Vec::new();
-        for (index, raw) in raw.notify.into_iter().enumerate() {
-            notify.push(crate::notify::config::resolve(&mut loader, index, raw)?);
+        for raw in raw.notify {
+            notify.push(crate::notify::config::resolve(&mut loader, raw)?);
         }
         let metrics = loader.metrics(raw.metrics)?;
         let mut dns = BTreeMap::new();

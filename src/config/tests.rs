@@ -358,6 +358,15 @@ fn notify_channels_are_checked_with_positions() {
     assert_eq!(c.notify[0].on, [crate::notify::config::Kind::Renewed]);
     assert_eq!(c.notify[1].name, "e-mail to b@example.com");
     assert!(!format!("{:?}", c.notify[0]).contains("T0KEN"));
+    let c = parse(&base(&format!(
+        "[[notify]]\nkind = \"webhook\"\nurl = \"https://user:pa55@hooks.example/x\"\n{deployment}"
+    )))
+    .unwrap();
+    assert_eq!(
+        c.notify[0].name, "webhook to hooks.example",
+        "no credentials in the name"
+    );
+    assert!(!c.notify[0].key.contains("pa55"), "{}", c.notify[0].key);
     for (bad, needle) in [
         ("kind = \"pager\"", "neither \"webhook\" nor \"email\""),
         (

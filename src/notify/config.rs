@@ -49,8 +49,8 @@ pub enum Format {
 /// One resolved `[[notify]]` channel.
 #[derive(Clone)]
 pub struct Channel {
-    /// Its position among the `[[notify]]` tables, for the queue.
-    pub index: usize,
+    /// Its key in the queue: kind and destination (host and path of a webhook's URL are hashed, never kept).
+    pub key: String,
     /// `webhook to <host>`, `e-mail to <addresses>`: a name for the logs that holds no secret.
     pub name: String,
     /// The events it hears about.
@@ -140,15 +140,14 @@ fn events(cx: &Loader<'_>, on: Option<&Spanned<Vec<String>>>) -> Result<Vec<Kind
 /// An unknown kind, a missing or non-https URL, an unknown format or event, an unreadable secret.
 pub(crate) fn resolve(
     cx: &mut Loader<'_>,
-    index: usize,
     raw: Spanned<RawNotify>,
 ) -> Result<Channel, ConfigError> {
     let span = raw.span();
     let raw = raw.into_inner();
     let on = events(cx, raw.on.as_ref())?;
     match raw.kind.get_ref().as_str() {
-        "webhook" => webhook(cx, index, on, span, raw),
-        "email" => crate::notify::email::resolve(cx, index, on, span, raw),
+        "webhook" => webhook(cx, on, span, raw),
+        "email" => crate::notify::email::resolve(cx, on, span, raw),
         other => Err(cx.err_at(
             raw.kind.span(),
             format!("[[notify]] kind `{other}` is neither \"webhook\" nor \"email\""),
@@ -158,7 +157,6 @@ pub(crate) fn resolve(
 
 fn webhook(
     cx: &mut Loader<'_>,
-    index: usize,
     on: Vec<Kind>,
     span: std::ops::Range<usize>,
     raw: RawNotify,
@@ -195,7 +193,7 @@ fn webhook(
             cx.secret(
                 "secret",
                 "notify",
-                span,
+                span.clone(),
                 &raw.secret,
                 &raw.secret_file,
                 &raw.secret_env,
@@ -205,14 +203,16 @@ fn webhook(
     } else {
         None
     };
-    // The host alone names it: the path of a webhook URL is often its secret (Slack's are).
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(['/', '?']).next())
-        .unwrap_or_default();
+    // The host alone names it: the path of a webhook URL is often its secret (Slack's are), and user:password@
+    // may precede the host.
+    let Some(host) = reqwest::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return Err(cx.err_at(span, "[[notify]] url has no host"));
+    };
     Ok(Channel {
-        index,
+        key: format!("webhook {}", digest(&url)),
         name: format!("webhook to {host}"),
         on,
         sink: Sink::Webhook {
@@ -221,4 +221,13 @@ fn webhook(
             secret,
         },
     })
+}
+
+/// A short SHA-256 hex digest: identifies a destination without keeping it (a webhook URL may hold a token).
+pub(crate) fn digest(text: &str) -> String {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    hash.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

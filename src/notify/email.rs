@@ -10,6 +10,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use secrecy::{ExposeSecret as _, SecretString};
 
+use super::SendError;
 use super::config::{Channel, Kind, RawNotify, Sink};
 use crate::config::{ConfigError, Loader, read_bounded_text};
 
@@ -43,7 +44,6 @@ pub struct EmailConfig {
 /// Resolves `[[notify]] kind = "email"`.
 pub(crate) fn resolve(
     cx: &mut Loader<'_>,
-    index: usize,
     on: Vec<Kind>,
     span: std::ops::Range<usize>,
     raw: RawNotify,
@@ -99,8 +99,9 @@ pub(crate) fn resolve(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let recipients: Vec<String> = to.iter().map(ToString::to_string).collect();
     Ok(Channel {
-        index,
+        key: format!("email {host}:{port} {}", recipients.join(",")),
         name,
         on,
         sink: Sink::Email(EmailConfig {
@@ -161,8 +162,11 @@ pub async fn send(
     name: &str,
     cfg: &EmailConfig,
     message: &serde_json::Value,
-) -> Result<(), String> {
-    let transport = transport(cfg).map_err(|e| format!("{name}: {e}"))?;
+) -> Result<(), SendError> {
+    let transport = transport(cfg).map_err(|e| SendError {
+        permanent: false,
+        message: format!("{name}: {e}"),
+    })?;
     let event = message["event"].as_str().unwrap_or_default();
     let deployment = message["deployment"].as_str().unwrap_or("certkeeper");
     let mut builder = Message::builder()
@@ -179,12 +183,19 @@ pub async fn send(
         message["expires"],
         message["at"].as_str().unwrap_or_default(),
     );
-    let email = builder.body(text).map_err(|e| format!("{name}: {e}"))?;
+    let email = builder.body(text).map_err(|e| SendError {
+        permanent: true,
+        message: format!("{name}: {e}"),
+    })?;
+    // lettre's errors name the server's answer, never the password.
     transport
         .send(email)
         .await
         .map(|_| ())
-        .map_err(|e| format!("{name}: {e}"))
+        .map_err(|e| SendError {
+            permanent: e.is_permanent(),
+            message: format!("{name}: {e}"),
+        })
 }
 
 fn transport(cfg: &EmailConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {

@@ -114,6 +114,25 @@ fn state_name(s: &str) -> &'static str {
     }
 }
 
+/// Why a delivery failed; a permanent failure (the receiver refuses this message) drops the message instead
+/// of blocking its channel.
+#[derive(Debug)]
+pub struct SendError {
+    /// Trying again cannot help.
+    pub permanent: bool,
+    /// One line, naming the channel and never its secret.
+    pub message: String,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A message that failed this many times (over passes) is dropped with a warning.
+pub const MAX_ATTEMPTS: u32 = 30;
+
 /// After a pass that started at `since`: queues what changed and delivers the queue.
 pub async fn after_pass(
     channels: &[Channel],
@@ -125,14 +144,54 @@ pub async fn after_pass(
     if channels.is_empty() {
         return;
     }
-    let mut log = match state.notify_log() {
+    let now = report.generated_at;
+    // Compared and queued in one step under the store's update lock: two processes finishing passes at the same
+    // time queue each change once.
+    let queued = state.update_notify_log(&mut |log| {
+        queue_changes(channels, alerts, log, report, since, now);
+        true
+    });
+    let log = match queued {
         Ok(log) => log,
         Err(e) => {
-            tracing::warn!("cannot read the notification state, sending nothing this pass: {e}");
+            tracing::warn!("cannot update the notification state, sending nothing this pass: {e}");
             return;
         }
     };
-    let now = report.generated_at;
+    let outcome = deliver(channels, &log.queue).await;
+    let finished = state.update_notify_log(&mut |log| {
+        log.queue.retain(|m| !outcome.done.contains(&m.id));
+        for m in log
+            .queue
+            .iter_mut()
+            .filter(|m| outcome.failed.contains(&m.id))
+        {
+            m.attempts += 1;
+        }
+        let before = log.queue.len();
+        log.queue.retain(|m| m.attempts < MAX_ATTEMPTS);
+        if log.queue.len() < before {
+            tracing::warn!(
+                dropped = before - log.queue.len(),
+                "notifications undelivered after {MAX_ATTEMPTS} passes; dropped"
+            );
+        }
+        true
+    });
+    if let Err(e) = finished {
+        tracing::warn!("cannot save the notification state: {e}");
+    }
+}
+
+/// Compares `report` with what `log` last notified, and queues a message per change and channel.
+fn queue_changes(
+    channels: &[Channel],
+    alerts: &AlertsConfig,
+    log: &mut NotifyLog,
+    report: &Report,
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+) {
     for d in &report.deployments {
         let (kinds, current) = events(d, log.deployments.get(&d.id), since, alerts.repeat, now);
         let mut sent_at = log.deployments.get(&d.id).and_then(|n| n.last_sent);
@@ -142,7 +201,14 @@ pub async fn after_pass(
             }
             for channel in channels.iter().filter(|c| c.on.contains(&kind)) {
                 log.queue.push(QueuedMessage {
-                    channel: channel.index,
+                    id: format!(
+                        "{}-{}-{}-{}",
+                        now.unix_timestamp_nanos(),
+                        std::process::id(),
+                        kind.as_str(),
+                        config::digest(&format!("{} {}", d.id, channel.key))
+                    ),
+                    channel: channel.key.clone(),
                     message: message(kind, d, now),
                     attempts: 0,
                 });
@@ -156,15 +222,7 @@ pub async fn after_pass(
             },
         );
     }
-    trim(&mut log);
-    // Persisted before delivery: a crash while sending loses nothing.
-    if let Err(e) = state.save_notify_log(&log) {
-        tracing::warn!("cannot save the notification state: {e}");
-    }
-    deliver(channels, &mut log).await;
-    if let Err(e) = state.save_notify_log(&log) {
-        tracing::warn!("cannot save the notification state: {e}");
-    }
+    trim(log);
 }
 
 fn trim(log: &mut NotifyLog) {
@@ -178,55 +236,69 @@ fn trim(log: &mut NotifyLog) {
     }
 }
 
-/// Sends every queued message its channel still exists for; keeps those that failed.
-async fn deliver(channels: &[Channel], log: &mut NotifyLog) {
+/// Which queued messages were delivered (or dropped for good) and which failed this pass.
+#[derive(Default)]
+struct Delivered {
+    done: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// Sends every queued message its channel still exists for and still wants.
+async fn deliver(channels: &[Channel], queue: &[QueuedMessage]) -> Delivered {
+    let mut outcome = Delivered::default();
     let http = match crate::deploy::emqx::client::vendor_http() {
         Ok(http) => http,
         Err(e) => {
             tracing::warn!("cannot set up HTTPS for notifications: {e}");
-            return;
+            return outcome;
         }
     };
-    let mut failed_channels: Vec<usize> = Vec::new();
-    let mut kept = Vec::new();
-    for mut queued in std::mem::take(&mut log.queue) {
-        let Some(channel) = channels.iter().find(|c| c.index == queued.channel) else {
-            continue; // The channel left the config: nobody to tell.
+    let mut failed_channels: Vec<&str> = Vec::new();
+    for queued in queue {
+        let kind = queued.message["event"].as_str().unwrap_or_default();
+        let channel = channels
+            .iter()
+            .find(|c| c.key == queued.channel && c.on.iter().any(|k| k.as_str() == kind));
+        let Some(channel) = channel else {
+            // The channel left the config or no longer wants it: nobody to tell.
+            outcome.done.push(queued.id.clone());
+            continue;
         };
         // A channel that failed this pass is not tried again before the next.
-        if failed_channels.contains(&channel.index) {
-            kept.push(queued);
+        if failed_channels.contains(&channel.key.as_str()) {
             continue;
         }
         match send_with_retries(&http, channel, &queued.message).await {
-            Ok(()) => {}
+            Ok(()) => outcome.done.push(queued.id.clone()),
+            Err(e) if e.permanent => {
+                tracing::warn!(channel = %channel.name, "notification refused, dropped: {e}");
+                outcome.done.push(queued.id.clone());
+            }
             Err(e) => {
-                queued.attempts += ATTEMPTS_PER_PASS;
                 tracing::warn!(channel = %channel.name, "notification not delivered, kept for the next pass: {e}");
-                failed_channels.push(channel.index);
-                kept.push(queued);
+                failed_channels.push(&channel.key);
+                outcome.failed.push(queued.id.clone());
             }
         }
     }
-    log.queue = kept;
+    outcome
 }
 
 async fn send_with_retries(
     http: &reqwest::Client,
     channel: &Channel,
     message: &serde_json::Value,
-) -> Result<(), String> {
-    let mut last = String::new();
-    for attempt in 1..=ATTEMPTS_PER_PASS {
+) -> Result<(), SendError> {
+    let mut attempt = 1;
+    loop {
         match send(http, channel, message).await {
             Ok(()) => return Ok(()),
-            Err(e) => last = e,
+            Err(e) if e.permanent || attempt == ATTEMPTS_PER_PASS => return Err(e),
+            Err(_) => {}
         }
-        if attempt < ATTEMPTS_PER_PASS {
-            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-        }
+        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+        attempt += 1;
     }
-    Err(last)
 }
 
 /// One delivery attempt through `channel`.
@@ -234,7 +306,7 @@ async fn send(
     http: &reqwest::Client,
     channel: &Channel,
     message: &serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     match &channel.sink {
         config::Sink::Webhook {
             url,
@@ -277,7 +349,10 @@ pub async fn test(channels: &[Channel]) -> Vec<(String, Result<(), String>)> {
     });
     let mut results = Vec::new();
     for channel in channels {
-        results.push((channel.name.clone(), send(&http, channel, &body).await));
+        results.push((
+            channel.name.clone(),
+            send(&http, channel, &body).await.map_err(|e| e.message),
+        ));
     }
     results
 }

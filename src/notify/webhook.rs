@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
 
+use super::SendError;
 use super::config::Format;
 
 /// How long one delivery may take.
@@ -42,7 +43,7 @@ pub async fn send(
     name: &str,
     (url, format, secret): (&str, Format, Option<&secrecy::SecretString>),
     message: &serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     let body = body(format, message);
     let mut request = http
         .post(url)
@@ -54,13 +55,23 @@ pub async fn send(
             signature(secret.expose_secret().as_bytes(), &body),
         );
     }
+    let failed = |permanent, message| Err(SendError { permanent, message });
     match request.body(body).send().await {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(format!("{} answered {}", name, response.status())),
+        // A 4xx other than 408 and 429 refuses this message; trying it again cannot help.
+        Ok(response) => {
+            let status = response.status();
+            let permanent = status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+            failed(permanent, format!("{name} answered {status}"))
+        }
         // Without the URL: reqwest's message would carry it.
-        Err(e) if e.is_timeout() => Err(format!("{} did not answer within {TIMEOUT:?}", name)),
-        Err(e) if e.is_connect() => Err(format!("{} refused or unreachable", name)),
-        Err(_) => Err(format!("{} failed", name)),
+        Err(e) if e.is_timeout() => {
+            failed(false, format!("{name} did not answer within {TIMEOUT:?}"))
+        }
+        Err(e) if e.is_connect() => failed(false, format!("{name} refused or unreachable")),
+        Err(_) => failed(false, format!("{name} failed")),
     }
 }
 

@@ -151,7 +151,15 @@ impl Pipeline {
                 match self.state.record(&id) {
                     Ok(now) if now != p.seen => {
                         tracing::debug!(deployment = %id, "changed by another certkeeper meanwhile; asking afresh");
+                        // Both the answer and the schedule entry were made from the old record.
+                        let at = OffsetDateTime::now_utc();
                         p.prefetched = None;
+                        p.slot = Slot {
+                            plan: self.local_plan(p.d, &now, at),
+                            deadline: now.expire.map(|e| e - plan::DEADLINE_MARGIN),
+                            at_risk: false,
+                        };
+                        p.record = now.clone();
                         p.seen = now;
                     }
                     _ => {}
@@ -329,11 +337,14 @@ impl Pipeline {
                 Err(RenewError::Interrupted(_)) => {}
                 Err(_) => r.failures_total += 1,
             }
-            r.last = Some(Outcome {
-                at: now,
-                ok: result.is_ok(),
-                message: message.clone(),
-            });
+            // Stopped at a safe point is not a result: the previous one stands until the next pass.
+            if !matches!(result, Err(RenewError::Interrupted(_))) {
+                r.last = Some(Outcome {
+                    at: now,
+                    ok: result.is_ok(),
+                    message: message.clone(),
+                });
+            }
             let plan = match result {
                 Ok(Done::NotDue { plan, .. }) => *plan,
                 Ok(Done::Renewed { .. }) => self.local_plan(d, &r, now),

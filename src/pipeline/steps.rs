@@ -90,6 +90,8 @@ impl Pipeline {
         force: bool,
         now: OffsetDateTime,
     ) -> Result<(), RenewError> {
+        // No write follows this wait: the next deployment of the budget may write meanwhile.
+        self.turns.release(&d.id);
         tracing::info!(
             "resuming: checking the endpoint serves the certificate made active by an earlier pass"
         );
@@ -366,6 +368,8 @@ impl Pipeline {
         record: &mut Record,
         stop: &Shutdown,
     ) -> Result<Done, RenewError> {
+        // Waiting for `running` writes nothing: the next deployment of the budget may write meanwhile.
+        self.turns.release(&d.id);
         let cert = record.cert.clone().ok_or_else(|| {
             RenewError::Config("the record of the pushed certificate is missing".into())
         })?;

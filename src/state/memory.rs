@@ -147,9 +147,13 @@ impl StateStore for Memory {
         Ok(self.inner().notify.clone())
     }
 
-    fn save_notify_log(&self, log: &NotifyLog) -> Result<(), StoreError> {
-        self.inner().notify = log.clone();
-        Ok(())
+    fn update_notify_log(
+        &self,
+        update: &mut dyn FnMut(&mut NotifyLog) -> bool,
+    ) -> Result<NotifyLog, StoreError> {
+        let mut inner = self.inner();
+        update(&mut inner.notify);
+        Ok(inner.notify.clone())
     }
 
     fn try_lock_deployment(&self, id: &str) -> Result<DeploymentLock, StoreError> {

@@ -125,11 +125,15 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// It cannot be read or is corrupt.
     fn notify_log(&self) -> Result<NotifyLog, StoreError>;
-    /// Replaces it.
+    /// Changes it atomically against every other process sharing this store (like the request log):
+    /// `update` sees the latest log and returns whether it changed it.
     ///
     /// # Errors
-    /// The write failed.
-    fn save_notify_log(&self, log: &NotifyLog) -> Result<(), StoreError>;
+    /// It cannot be read or written.
+    fn update_notify_log(
+        &self,
+        update: &mut dyn FnMut(&mut NotifyLog) -> bool,
+    ) -> Result<NotifyLog, StoreError>;
     /// Takes the lock of deployment `id` without waiting: one process works on a deployment at a time, while
     /// other deployments proceed in other processes. Released when the guard drops.
     ///
@@ -199,8 +203,11 @@ macro_rules! delegate {
             fn notify_log(&self) -> Result<NotifyLog, StoreError> {
                 (**self).notify_log()
             }
-            fn save_notify_log(&self, log: &NotifyLog) -> Result<(), StoreError> {
-                (**self).save_notify_log(log)
+            fn update_notify_log(
+                &self,
+                update: &mut dyn FnMut(&mut NotifyLog) -> bool,
+            ) -> Result<NotifyLog, StoreError> {
+                (**self).update_notify_log(update)
             }
             fn persists(&self) -> bool {
                 (**self).persists()
@@ -291,8 +298,14 @@ impl<S: StateStore> StateStore for ReadOnly<S> {
         self.0.notify_log()
     }
 
-    fn save_notify_log(&self, _log: &NotifyLog) -> Result<(), StoreError> {
-        Ok(())
+    fn update_notify_log(
+        &self,
+        update: &mut dyn FnMut(&mut NotifyLog) -> bool,
+    ) -> Result<NotifyLog, StoreError> {
+        // A dry run sends nothing; the change is shown to the caller and dropped.
+        let mut log = self.0.notify_log()?;
+        update(&mut log);
+        Ok(log)
     }
 
     fn persists(&self) -> bool {

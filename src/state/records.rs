@@ -189,8 +189,11 @@ pub struct Notified {
 /// A message waiting for its channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueuedMessage {
-    /// The channel's position among the `[[notify]]` tables.
-    pub channel: usize,
+    /// Unique in the queue: delivery removes exactly what it sent, whatever another process queued meanwhile.
+    pub id: String,
+    /// The channel's key (its kind and destination, never a secret): a message never goes to another channel
+    /// because the `[[notify]]` tables were reordered.
+    pub channel: String,
     /// The message (the documented JSON; it holds no secret).
     pub message: serde_json::Value,
     /// Delivery attempts so far.

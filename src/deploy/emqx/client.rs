@@ -225,14 +225,14 @@ impl EmqxClient {
 
     /// The pause before the next poll of a wait with `left` until its deadline: `poll_interval`, or longer
     /// when the key's GETs must be shared (see [`Pace`]).
-    fn poll_pause(&self, left: Duration) -> Duration {
+    fn poll_pause(&self, polls: u32, left: Duration) -> Duration {
         let now = OffsetDateTime::now_utc();
         let affordable =
             self.budget
                 .affordable_by(&self.config.key, self.limits(), Kind::Read, now, now + left);
         let refill = self.config.rate_window / self.config.get_limit.max(1);
         self.pace
-            .interval(affordable, left, self.config.poll_interval, refill)
+            .interval(affordable, polls, left, self.config.poll_interval, refill)
             .min(left)
     }
 
@@ -309,6 +309,7 @@ impl EmqxClient {
         let start = tokio::time::Instant::now();
         let deadline = start + self.config.wait_timeout;
         let _waiting = self.pace.waiting();
+        let mut polls = 0;
         loop {
             let state = match self.inspect(id).await {
                 // Out of GETs: sleep until the window has room again if that is before the deadline.
@@ -349,7 +350,8 @@ impl EmqxClient {
                     waited: now - start,
                 });
             }
-            tokio::time::sleep(self.poll_pause(deadline - now)).await;
+            tokio::time::sleep(self.poll_pause(polls, deadline - now)).await;
+            polls += 1;
         }
     }
 

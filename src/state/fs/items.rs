@@ -162,13 +162,16 @@ impl StateStore for Store {
         directory: &str,
         account: &AccountCredentials,
     ) -> Result<(), StoreError> {
-        let mut accounts: Accounts = self.read_json(ACCOUNTS_FILE)?.unwrap_or_default();
         let value = serde_json::to_value(account).map_err(|e| StoreError::Encode {
             path: self.dir.join(ACCOUNTS_FILE),
             detail: e.to_string(),
         })?;
-        accounts.accounts.insert(directory.to_owned(), value);
-        self.write_json(ACCOUNTS_FILE, &accounts)
+        // Another process may have registered at another CA meanwhile: keep its account too.
+        self.updating(|| {
+            let mut accounts: Accounts = self.read_json(ACCOUNTS_FILE)?.unwrap_or_default();
+            accounts.accounts.insert(directory.to_owned(), value);
+            self.write_json(ACCOUNTS_FILE, &accounts)
+        })
     }
 
     fn budget_log(&self) -> Result<BudgetLog, StoreError> {
@@ -196,7 +199,16 @@ impl StateStore for Store {
         Ok(self.read_json(NOTIFY_FILE)?.unwrap_or_default())
     }
 
-    fn save_notify_log(&self, log: &NotifyLog) -> Result<(), StoreError> {
-        self.write_json(NOTIFY_FILE, log)
+    fn update_notify_log(
+        &self,
+        update: &mut dyn FnMut(&mut NotifyLog) -> bool,
+    ) -> Result<NotifyLog, StoreError> {
+        self.updating(|| {
+            let mut log: NotifyLog = self.read_json(NOTIFY_FILE)?.unwrap_or_default();
+            if update(&mut log) {
+                self.write_json(NOTIFY_FILE, &log)?;
+            }
+            Ok(log)
+        })
     }
 }
