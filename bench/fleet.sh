@@ -2,8 +2,8 @@
 # The fleet pass (issue 11): one `certkeeper renew` over many deployments on many API keys, against Pebble,
 # knotd and emqx-standin with the vendor's real limits and a slow `pending`. What it measures: bench/README.md.
 #
-#   bench/fleet.sh                                   the full sizes (~15 min on 2 CPUs)
-#   FLEET_N=6 FLEET_KEYS=2 BIG_N=40 BIG_KEYS=4 BIG_DUE=8 PENDING_MS=2000 bench/fleet.sh     a smoke run
+#   EXTRA_CONC=48 bench/fleet.sh        the full sizes, as reported (~80 min, nearly all of it waiting on pending)
+#   FLEET_N=6 FLEET_KEYS=2 BIG_N=40 BIG_KEYS=4 BIG_DUE=8 PENDING_MS=2000 bench/fleet.sh     a smoke run (~8 min)
 #
 # Environment:
 #   SCENARIOS="fleet seq big"   fleet: FLEET_N due on FLEET_KEYS keys, default concurrency; seq: the same with
@@ -13,6 +13,7 @@
 #   PENDING_MS=10000 POLL=2s    the stand-in's pending phase after a write; certkeeper's poll_interval
 #   WAIT_TIMEOUT=DUR            set [emqx.*] wait_timeout (default: certkeeper's); a diagnostic, since the polls
 #                               are paced over it (see bench/README.md)
+#   STAGGER=1                   due expiries 1 s apart instead of equal (a diagnostic of the start order)
 #   CERTKEEPER_BIN, STANDIN_BIN use these binaries instead of `cargo build --release`
 #   OUT=DIR                     also keep results.jsonl, table.md and every scenario's logs there
 #   KEEP=1                      keep the bed's temp dir
@@ -28,7 +29,7 @@ BIG_N=${BIG_N:-1000}
 BIG_KEYS=${BIG_KEYS:-50}
 BIG_DUE=${BIG_DUE:-100}
 PENDING_MS=${PENDING_MS:-10000}
-export POLL=${POLL:-2s} WAIT_TIMEOUT=${WAIT_TIMEOUT:-}
+export POLL=${POLL:-2s} WAIT_TIMEOUT=${WAIT_TIMEOUT:-} STAGGER=${STAGGER:-}
 ZONE=example.test.
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
