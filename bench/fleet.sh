@@ -2,8 +2,8 @@
 # The fleet pass (issue 11): one `certkeeper renew` over many deployments on many API keys, against Pebble,
 # knotd and emqx-standin with the vendor's real limits and a slow `pending`. What it measures: bench/README.md.
 #
-#   EXTRA_CONC=48 bench/fleet.sh        the full sizes, as reported (~80 min, nearly all of it waiting on pending)
-#   FLEET_N=6 FLEET_KEYS=2 BIG_N=40 BIG_KEYS=4 BIG_DUE=8 PENDING_MS=2000 bench/fleet.sh     a smoke run (~8 min)
+#   EXTRA_CONC=48 bench/fleet.sh        the full sizes, as reported (~20 min, nearly all of it waiting on pending)
+#   FLEET_N=6 FLEET_KEYS=2 BIG_N=40 BIG_KEYS=4 BIG_DUE=8 PENDING_MS=2000 bench/fleet.sh     a smoke run (~30 s)
 #
 # Environment:
 #   SCENARIOS="fleet seq big"   fleet: FLEET_N due on FLEET_KEYS keys, default concurrency; seq: the same with
