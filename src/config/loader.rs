@@ -111,7 +111,7 @@ impl Loader<'_> {
                     return Err(self.err_at(
                         n.span(),
                         format!(
-                            "schedule.concurrency = {} is out of range: from 1 (one deployment after another) to \
+                            "schedule.concurrency = {} is out of range: from 1 (one deployment of an API key after another) to \
                              {MAX_CONCURRENCY}",
                             n.get_ref()
                         ),

@@ -60,14 +60,15 @@ pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_CRON: &str = "0 0 */6 * * *";
 /// Default random delay added to each daemon tick.
 pub const DEFAULT_JITTER: Duration = Duration::from_secs(30 * 60);
-/// Deployments a pass works on at once by default. Each waits mostly on the network (the CA, DNS, the
-/// vendor's `pending`), so eight cost little and make a fleet pass about eight times shorter.
+/// Deployments of one request budget a pass works on at once by default. Each waits mostly on the network
+/// (the CA, DNS, the vendor's `pending`), so eight cost little; above the vendor's 6 writes only deployments
+/// that need no push gain.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// A certificate with less than this left makes `status` exit 1 by default.
 pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A deployment that keeps failing is notified again after this long by default.
 pub const DEFAULT_REPEAT: Duration = Duration::from_secs(24 * 3600);
-/// The most deployments a pass works on at once: beyond this the CA's and the DNS server's rate limits,
+/// The most deployments of one budget a pass works on at once: beyond this the CA's and the DNS server's rate limits,
 /// not certkeeper, set the pace.
 pub const MAX_CONCURRENCY: usize = 256;
 /// The longest duration any setting accepts.
@@ -139,7 +140,8 @@ pub struct ScheduleConfig {
     /// Each tick waits a random delay in `[0, jitter)` so that many agents do not hit the CA and the vendor at
     /// the same second.
     pub jitter: Duration,
-    /// How many deployments a pass works on at once (at least 1: one after another).
+    /// How many deployments of one request budget (an EMQX API key; the local targets share one) a pass works
+    /// on at once (at least 1: one after another). Different budgets proceed in parallel.
     pub concurrency: usize,
 }
 

@@ -1,6 +1,7 @@
 //! The pass: select the deployments, learn what local state does not know, schedule each request budget's
-//! deployments by deadline, run up to `[schedule] concurrency` of them at once (each under its deployment
-//! lock, writing in its budget's deadline order: see `turns.rs`), and record each outcome.
+//! deployments by deadline, run up to `[schedule] concurrency` of each budget's at once and the budgets in
+//! parallel (each deployment under its lock, writing in its budget's deadline order: see `turns.rs`), and
+//! record each outcome.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,20 +102,16 @@ impl Pipeline {
 
         let announced = AtomicBool::new(false);
         let announced = &announced;
-        let mut finished = futures_util::stream::iter(ordered)
-            .map(|p| async move {
-                if stop.is_stopping() {
-                    self.turns.release(&p.d.id);
-                    if !announced.swap(true, Ordering::Relaxed) {
-                        tracing::info!(
-                            "stopping: leaving the remaining deployments for the next pass"
-                        );
-                    }
-                    return None;
-                }
-                Some(self.task(p, force, stop).await)
-            })
-            .buffer_unordered(self.config.schedule.concurrency.max(1));
+        // `concurrency` bounds each request budget (an API key; the local targets share one), not the pass:
+        // a deployment holds its place while it waits for `running`, so one global bound would make the keys
+        // wait on each other's vendor for nothing.
+        let limit = self.config.schedule.concurrency.max(1);
+        let mut finished =
+            futures_util::stream::select_all(self.by_budget(ordered).into_values().map(|group| {
+                futures_util::stream::iter(group)
+                    .map(|p| self.start(p, force, stop, announced))
+                    .buffer_unordered(limit)
+            }));
         while let Some(report) = finished.next().await {
             if let Some(report) = report {
                 on_report(&report);
@@ -122,6 +119,35 @@ impl Pipeline {
             }
         }
         reports
+    }
+
+    /// Starts one deployment's task, unless the pass is stopping: then it is left for the next pass.
+    async fn start(
+        &self,
+        p: Planned<'_>,
+        force: bool,
+        stop: &Shutdown,
+        announced: &AtomicBool,
+    ) -> Option<Report> {
+        if stop.is_stopping() {
+            self.turns.release(&p.d.id);
+            if !announced.swap(true, Ordering::Relaxed) {
+                tracing::info!("stopping: leaving the remaining deployments for the next pass");
+            }
+            return None;
+        }
+        Some(self.task(p, force, stop).await)
+    }
+
+    /// The deployments split by request budget (targets without one together under `""`), each in the order
+    /// the pass starts them.
+    fn by_budget<'c>(&self, ordered: Vec<Planned<'c>>) -> BTreeMap<String, Vec<Planned<'c>>> {
+        let mut groups: BTreeMap<String, Vec<Planned<'c>>> = BTreeMap::new();
+        for p in ordered {
+            let group = self.target(p.d).budget().map_or("", |b| b.group());
+            groups.entry(group.to_owned()).or_default().push(p);
+        }
+        groups
     }
 
     /// For each request budget, its deployments in the order the pass starts them: the order they write in.

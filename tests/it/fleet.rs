@@ -134,6 +134,65 @@ fn two_keys_three_due_deployments_each_renew_at_the_same_time() {
     case.assert_invariants();
 }
 
+/// `concurrency` bounds each API key, not the pass (issue 11: "different API keys proceed fully in parallel"):
+/// at `concurrency = 1` the deployments of one key take turns, and the two keys still work at the same time.
+#[test]
+fn concurrency_one_takes_turns_within_a_key_and_keys_still_run_in_parallel() {
+    let case = Case::new("fleet-per-key");
+    case.standin.put_key(KEY2, SECRET2, None);
+    case.standin.settings(&json!({"pending": 1500}));
+    let ids = [
+        ("t-perkey-a1", "standin"),
+        ("t-perkey-a2", "standin"),
+        ("t-perkey-b1", "second"),
+        ("t-perkey-b2", "second"),
+    ];
+    let config = fleet(
+        &case,
+        case.config()
+            .emqx_account("second", KEY2, SECRET2)
+            .schedule_raw("concurrency", "1"),
+        &ids,
+    )
+    .write();
+
+    let run = case.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    // From the push to the last poll: the inspections all come first, before any task starts.
+    let log = case.standin.log();
+    let spans: Vec<_> = ids
+        .iter()
+        .map(|(id, _)| {
+            let requests = requests_of(&log, id);
+            let push = requests
+                .iter()
+                .find(|e| e["method"] != "GET")
+                .unwrap_or_else(|| panic!("{id} was never pushed"));
+            (at(push), requests.iter().map(|e| at(e)).max().unwrap())
+        })
+        .collect();
+    let overlap = |a: &(OffsetDateTime, OffsetDateTime), b: &(OffsetDateTime, OffsetDateTime)| {
+        a.0 < b.1 && b.0 < a.1
+    };
+    assert!(
+        !overlap(&spans[0], &spans[1]) && !overlap(&spans[2], &spans[3]),
+        "one key's deployments overlapped at concurrency 1:\n{}",
+        case.request_summary()
+    );
+    assert!(
+        spans[..2]
+            .iter()
+            .any(|a| spans[2..].iter().any(|b| overlap(a, b))),
+        "the two keys took turns at concurrency 1:\n{}",
+        case.request_summary()
+    );
+    for (id, _) in ids {
+        assert_deployed(&case, id, &[&format!("{id}.example.test")]);
+    }
+    assert_no_429(&case);
+    case.assert_invariants();
+}
+
 #[test]
 fn waits_for_running_slow_down_instead_of_exceeding_a_nearly_spent_get_budget() {
     // 12 GETs per 15 s on both sides; an earlier pass spent 7 of them, and two renewals then poll every 100 ms
