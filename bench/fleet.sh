@@ -7,7 +7,8 @@
 #
 # Environment:
 #   SCENARIOS="fleet seq big"   fleet: FLEET_N due on FLEET_KEYS keys, default concurrency; seq: the same with
-#                               concurrency 1; big: BIG_N deployments on BIG_KEYS keys, BIG_DUE of them due
+#                               concurrency 1 (one after another on each key, keys in parallel); big: BIG_N
+#                               deployments on BIG_KEYS keys, BIG_DUE of them due
 #   FLEET_N=48 FLEET_KEYS=8 BIG_N=1000 BIG_KEYS=50 BIG_DUE=100
 #   EXTRA_CONC=N                also run "fleet" with concurrency N (e.g. 48: every deployment at once)
 #   PENDING_MS=10000 POLL=2s    the stand-in's pending phase after a write; certkeeper's poll_interval
