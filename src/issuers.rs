@@ -207,7 +207,7 @@ pub fn letsencrypt_lifetime(
 /// `45 days`, `160 hours`.
 pub fn span(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs % DAY == 0 || secs >= 10 * DAY {
+    if secs.is_multiple_of(DAY) || secs >= 10 * DAY {
         format!("{} days", secs / DAY)
     } else {
         format!("{} hours", secs / 3600)
@@ -217,7 +217,7 @@ pub fn span(d: Duration) -> String {
 /// `60-day`, `36-hour`.
 fn span_adjective(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs % DAY == 0 {
+    if secs.is_multiple_of(DAY) {
         format!("{}-day", secs / DAY)
     } else {
         format!("{}-hour", secs / 3600)

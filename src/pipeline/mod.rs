@@ -23,6 +23,7 @@ mod error;
 mod events;
 mod fallback;
 mod issue;
+mod online;
 mod pass;
 mod steps;
 #[cfg(test)]
@@ -38,6 +39,7 @@ use time::OffsetDateTime;
 
 pub use error::{BudgetLeft, Done, RenewError, Report, day};
 pub use events::{Event, EventSink};
+pub use online::Check;
 
 use crate::acme::{AcmeClient, AcmeError};
 use crate::budget::Budget;
