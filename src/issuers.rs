@@ -204,13 +204,13 @@ pub fn letsencrypt_lifetime(
     }
 }
 
-/// `45 days`, `160 hours`.
+/// `45 days`, `160 hours`, to the nearest hour or day (CAs often end validity a second early).
 pub fn span(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs.is_multiple_of(DAY) || secs >= 10 * DAY {
-        format!("{} days", secs / DAY)
+    let hours = (d.as_secs() + 1800) / 3600;
+    if hours.is_multiple_of(24) || hours >= 240 {
+        format!("{} days", (hours + 12) / 24)
     } else {
-        format!("{} hours", secs / 3600)
+        format!("{hours} hours")
     }
 }
 
@@ -277,6 +277,7 @@ mod tests {
     fn spans() {
         assert_eq!(span(Duration::from_secs(45 * DAY)), "45 days");
         assert_eq!(span(Duration::from_secs(160 * 3600)), "160 hours");
+        assert_eq!(span(Duration::from_secs(45 * DAY - 1)), "45 days");
         assert_eq!(span_adjective(Duration::from_secs(60 * DAY)), "60-day");
     }
 }
