@@ -40,8 +40,7 @@ pub fn lifetime_rule(config: &Config, d: &Deployment) -> Option<LifetimeRule> {
             Some(LifetimeRule {
                 minimum: account.import_minimum,
                 name: format!(
-                    "EMQX's {} import rule ([emqx.{}] import_minimum: a certificate must have more than that \
-                     left when pushed)",
+                    "EMQX's {} import rule ([emqx.{}] import_minimum)",
                     span_adjective(account.import_minimum),
                     e.account
                 ),
@@ -133,9 +132,10 @@ pub fn candidates(
             let expected = expected_lifetime(issuer, profile.as_deref(), log, now);
             let refused = match (&rule, expected) {
                 (Some(rule), Some((lifetime, _))) if lifetime <= rule.minimum => Some(format!(
-                    "its certificates last {}, not more than the {} minimum of {}",
-                    span(lifetime),
+                    "{} refuses it: its certificates last {}, and a certificate must have more than {} left \
+                     when pushed",
                     rule.name,
+                    span(lifetime),
                     span(rule.minimum)
                 )),
                 _ => None,
@@ -227,11 +227,18 @@ fn span_adjective(d: Duration) -> String {
 /// The message of a deployment no issuer can serve: the rule, each issuer's lifetime, and what to do.
 pub fn none_acceptable(config: &Config, d: &Deployment, candidates: &[Candidate]) -> String {
     let rule = lifetime_rule(config, d);
-    let (rule_name, hint) = rule
-        .as_ref()
-        .map_or(("the target's rule", String::new()), |r| {
-            (r.name.as_str(), format!(", or {}", r.setting_hint))
-        });
+    let (rule_name, hint) =
+        rule.as_ref()
+            .map_or(("the target's rule".to_owned(), String::new()), |r| {
+                (
+                    format!(
+                        "{} (a certificate must have more than {} left when pushed)",
+                        r.name,
+                        span(r.minimum)
+                    ),
+                    format!(", or {}", r.setting_hint),
+                )
+            });
     let issuers: Vec<String> = candidates.iter().map(Candidate::describe).collect();
     let pinned = if d.issuer.is_some() {
         " (the deployment is pinned to it with `issuer`)"
@@ -239,8 +246,8 @@ pub fn none_acceptable(config: &Config, d: &Deployment, candidates: &[Candidate]
         ""
     };
     format!(
-        "no issuer can serve this deployment: {rule_name} refuses every configured CA's certificates — {}{pinned}; \
-         nothing was ordered. Order with a profile that gives longer certificates, add a [[acme.fallback]] CA with \
+        "no issuer can serve this deployment: {rule_name} refuses the certificates of every issuer it may use — \
+         {}{pinned}; nothing was ordered. Order with a profile that gives longer certificates, add a [[acme.fallback]] CA with \
          longer ones (90-day CAs such as ZeroSSL or Google Trust Services){hint}",
         issuers.join(", ")
     )
@@ -271,6 +278,131 @@ mod tests {
             letsencrypt_lifetime("https://acme.zerossl.com/v2/DV90", None, now),
             None
         );
+    }
+
+    fn config(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        let text = format!(
+            r#"state_dir = "/tmp/x"
+[acme]
+directory = "https://ca.example/dir"
+name = "first"
+lifetime = "45d"
+contact = ["mailto:ops@example.com"]
+[[acme.fallback]]
+name = "second"
+directory = "https://other.example/dir"
+eab_kid = "kid"
+eab_hmac_key = "c2VjcmV0"
+key_type = "rsa-2048"
+[[acme.fallback]]
+directory = "letsencrypt"
+profile = "tlsserver"
+[dns.primary]
+provider = "rfc2136"
+server = "127.0.0.1:53"
+tsig_key = "k"
+tsig_secret = "c2VjcmV0"
+[emqx.prod]
+url = "https://api.example/api/v1/"
+key = "app"
+secret = "s3cret"
+[[deployment]]
+id = "a"
+domains = ["a.example.com"]
+{extra}"#
+        );
+        Config::parse(std::path::Path::new("c.toml"), &text)
+    }
+
+    #[test]
+    fn fallbacks_resolve_with_names_defaults_and_pins() {
+        let c = config(
+            "[[deployment]]\nid = \"b\"\ndomains = [\"b.example.com\"]\nissuer = \"second\"\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = c.acme.issuers.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["first", "second", "fallback-2"]);
+        let second = &c.acme.issuers[1];
+        assert_eq!(
+            second.contact,
+            ["mailto:ops@example.com"],
+            "contacts inherited"
+        );
+        assert_eq!(second.key_type, crate::config::KeyType::Rsa2048);
+        assert!(second.eab.is_some());
+        assert_eq!(c.acme.issuers[2].directory, LETSENCRYPT);
+        assert_eq!(c.deployments[0].issuer, None);
+        assert_eq!(c.deployments[1].issuer, Some(1));
+    }
+
+    #[test]
+    fn bad_names_and_pins_are_config_errors() {
+        let e = config(
+            "[[deployment]]\nid = \"b\"\ndomains = [\"b.example.com\"]\nissuer = \"nope\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("names no issuer (configured: first, second, fallback-2)"),
+            "{e}"
+        );
+        let e =
+            config("[[acme.fallback]]\nname = \"first\"\ndirectory = \"https://x.example/dir\"\n")
+                .unwrap_err();
+        assert!(
+            e.to_string().contains("issuer name `first` is used twice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn emqx_skips_short_lifetimes_before_ordering() {
+        let c = config("").unwrap();
+        let now = datetime!(2026-12-03 00:00 UTC);
+        let d = &c.deployments[0];
+        let mut log = IssuerLog::new();
+        let verdicts = |log: &IssuerLog| {
+            candidates(&c, d, log, now)
+                .into_iter()
+                .map(|c| (c.name.clone(), c.acceptable()))
+                .collect::<Vec<_>>()
+        };
+        // first: declared 45 days; second: unknown, tried; Let's Encrypt tlsserver: 45 days published.
+        assert_eq!(
+            verdicts(&log),
+            [
+                ("first".into(), false),
+                ("second".into(), true),
+                ("fallback-2".into(), false)
+            ]
+        );
+        // What a CA gave wins over what it was declared to give.
+        log.insert(
+            issuer_key("https://ca.example/dir", None),
+            crate::state::LearnedLifetime {
+                lifetime_secs: 90 * DAY,
+                serial: "01".into(),
+                issued: now,
+            },
+        );
+        log.insert(
+            issuer_key("https://other.example/dir", None),
+            crate::state::LearnedLifetime {
+                lifetime_secs: 30 * DAY,
+                serial: "02".into(),
+                issued: now,
+            },
+        );
+        assert_eq!(
+            verdicts(&log),
+            [
+                ("first".into(), true),
+                ("second".into(), false),
+                ("fallback-2".into(), false)
+            ]
+        );
+        let message = none_acceptable(&c, d, &candidates(&c, d, &IssuerLog::new(), now));
+        assert!(message.contains("60-day import rule"), "{message}");
     }
 
     #[test]
