@@ -72,6 +72,14 @@ impl Pipeline {
                     .filter(|(_, from)| *from == issuer.directory)
                     .map(|(leaf, _)| leaf),
             };
+            if more && let Some(why) = self.unavailable_now(c.index) {
+                tracing::warn!(
+                    issuer = %c.name,
+                    "issuer {} skipped: it failed earlier in this pass ({why})",
+                    c.name
+                );
+                continue;
+            }
             if candidates.len() > 1 {
                 tracing::info!(issuer = %c.name, "ordering from issuer {} ({})", c.name, issuer.directory);
             }
@@ -89,6 +97,7 @@ impl Pipeline {
                 Ok(bundle) => bundle,
                 Err(RenewError::Acme(e @ AcmeError::Ca { .. })) if more => {
                     tracing::warn!(issuer = %c.name, "{e}; falling back to the next issuer");
+                    self.mark_unavailable(c.index, &e);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -110,6 +119,35 @@ impl Pipeline {
         }
         // `choose` gives at least one candidate, and the last one's outcome is returned in the loop.
         Err(RenewError::Config("no issuer is configured".into()))
+    }
+
+    /// Remembers for the rest of the pass that issuer `index` is down or rate-limits (a refused order may be
+    /// about this deployment's names only, and is not remembered).
+    fn mark_unavailable(&self, index: usize, e: &AcmeError) {
+        let rate_limited =
+            matches!(e, AcmeError::Ca { detail, .. } if detail.contains("rateLimited"));
+        if e.is_transient() || rate_limited {
+            self.unavailable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(index, e.to_string());
+        }
+    }
+
+    fn unavailable_now(&self, index: usize) -> Option<String> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&index)
+            .cloned()
+    }
+
+    /// Starts a pass with every issuer presumed available again.
+    pub(super) fn forget_unavailable(&self) {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Saves a just-issued bundle and its record (step `issued`), and learns its issuer's lifetime.

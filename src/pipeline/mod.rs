@@ -82,6 +82,9 @@ pub struct Pipeline {
     dry_run: bool,
     lock_wait: LockWait,
     turns: turns::Turns,
+    /// Issuers that were down or rate-limited earlier in this pass, with why: later deployments go straight
+    /// to the next issuer instead of spending their retries on them. Cleared when a pass starts.
+    unavailable: std::sync::Mutex<BTreeMap<usize, String>>,
 }
 
 /// What a pass does when another process works on a deployment it selected.
@@ -176,6 +179,7 @@ impl Pipeline {
             dry_run: false,
             lock_wait: LockWait::Never,
             turns: turns::Turns::default(),
+            unavailable: std::sync::Mutex::default(),
         })
     }
 

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use common::ari::AriProxy;
+use common::ari::{AriProxy, ari_cert_id};
 use common::bed::{Pebble, PebbleCounts, quote, write_private};
 use common::{
     Case, ConfigBuilder, EAB_HMAC_KEY, EAB_KID, Run, assert_deployed, assert_no_txt, bed, rfc3339,
@@ -407,6 +407,18 @@ fn a_ca_that_is_down_falls_back_and_replaces_stays_with_its_own_ca() {
         record["cert_issuer"],
         second.directory_url.as_str(),
         "{record}"
+    );
+
+    // Due again: the certificate is the second CA's now, so `replaces` goes to it (the first is still down).
+    craft_ari_due(&case, id);
+    let run = case.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    let orders = second.orders();
+    assert_eq!(orders.len(), 2, "{run}");
+    assert_eq!(
+        orders[1].replaces.as_deref(),
+        Some(ari_cert_id(chain["cert"].as_str().unwrap()).as_str()),
+        "`replaces` goes to the CA that issued the replaced certificate"
     );
     assert_no_txt(&[domain]);
     case.assert_invariants();
