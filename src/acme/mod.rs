@@ -173,6 +173,7 @@ pub struct OrderSpec<'a> {
 pub struct AcmeClient {
     account: Account,
     directory: String,
+    retry_after: transport::RetryAfter,
 }
 
 impl fmt::Debug for AcmeClient {
@@ -210,13 +211,21 @@ impl AcmeClient {
                 detail,
                 transient: false,
             })?;
+        let retry_after = http.1.clone();
         if let Some(creds) = store.account(&directory)? {
             let account = Account::builder_with_http(Box::new(http))
                 .from_credentials(creds)
                 .await
                 .map_err(ca_err("loading the stored account"))?;
             tracing::debug!(account = account.id(), "reusing the stored ACME account");
-            return Ok((AcmeClient { account, directory }, false));
+            return Ok((
+                AcmeClient {
+                    account,
+                    directory,
+                    retry_after,
+                },
+                false,
+            ));
         }
         let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
         let eab = config
@@ -237,7 +246,14 @@ impl AcmeClient {
             .map_err(ca_err("registering an account"))?;
         store.save_account(&directory, &creds)?;
         tracing::info!(account = account.id(), directory = %directory, "registered a new ACME account");
-        Ok((AcmeClient { account, directory }, true))
+        Ok((
+            AcmeClient {
+                account,
+                directory,
+                retry_after,
+            },
+            true,
+        ))
     }
 
     /// The profiles the CA at `directory` lists, from its directory alone: no account is touched.

@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
 const DAY: i64 = 24 * 3600;
+/// A name [`short_pebble`] refuses to order for.
+const REFUSED_DOMAIN: &str = "t-iss-refused.example.test";
 
 /// Serializes this module's tests: they count the orders of the Pebbles below.
 static ISSUERS: Mutex<()> = Mutex::new(());
@@ -37,7 +39,11 @@ fn short_pebble() -> &'static Pebble {
         bed()
             .extra_pebble(
                 "pebble-45d",
-                &json!({"certificateValidityPeriod": 45 * DAY}),
+                // The blocklisted name lets a test see this CA refuse an order.
+                &json!({
+                    "certificateValidityPeriod": 45 * DAY,
+                    "domainBlocklist": [REFUSED_DOMAIN],
+                }),
             )
             .unwrap_or_else(|e| panic!("the 45-day Pebble did not start: {e}"))
     })
@@ -523,4 +529,30 @@ fn line_in<'r>(run: &'r Run, prefix: &str) -> &'r str {
         .lines()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("no line starting {prefix:?}:\n{run}"))
+}
+
+#[test]
+fn an_order_the_first_ca_refuses_falls_back() {
+    let _serial = serial();
+    let short = short_pebble();
+    let case = Case::new("iss-refused");
+    let id = "t-iss-refused";
+    let main = &bed().pebble;
+    let builder = files_deployment(&case, case.config().pebble(short), id, REFUSED_DOMAIN);
+    let extra = fallback("main", &main.directory_url, &main.ca_pem, None);
+    let config = write_with(&builder, &extra);
+
+    let before = short.counts();
+    let run = case.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(stdout_line(&run, id).contains("renewed"), "{run}");
+    assert!(
+        run.stderr.contains("falling back to the next issuer"),
+        "{run}"
+    );
+    assert_eq!(short.counts().issued, before.issued, "{run}");
+    let cert = fs::read_to_string(case.dir.path().join(format!("files-{id}/cert.pem"))).unwrap();
+    assert!(days_valid(&cert) > 45, "issued by the fallback");
+    assert_no_txt(&[REFUSED_DOMAIN]);
+    case.assert_invariants();
 }
