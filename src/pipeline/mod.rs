@@ -11,6 +11,8 @@
 //! - [`steps`]: one function per persisted step; [`Pipeline::persist`] is the one place a step is saved and
 //!   its [`Event`] emitted.
 //! - [`issue`]: ordering from the CA (and the dry run's trial issuance); [`ari`]: the CA's renewal window.
+//! - [`fallback`]: the issuers a deployment may use (decided before ordering) and ordering from them in turn;
+//!   [`online`]: `check --online`.
 //! - [`events`]: what metrics and notifications subscribe to.
 //!
 //! A dry run is not a mode of this code: the targets are wrapped in [`DryRun`] and the state in
