@@ -88,7 +88,12 @@ enum Command {
     /// Run as a service: a renewal pass on every tick of [schedule] cron, until SIGTERM (SIGHUP reloads)
     Run,
     /// Validate the config offline (no network) and print what would be managed
-    Check,
+    Check {
+        /// Also ask every CA, DNS server and EMQX API key, without ordering: one line per check, exit 1 if any
+        /// fails
+        #[arg(long)]
+        online: bool,
+    },
     /// Failure notifications: `notify test` sends a test message through every [[notify]] channel
     Notify {
         #[command(subcommand)]
@@ -135,7 +140,11 @@ pub fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
     ExitCode::from(match args.command {
-        Command::Check => check(&config),
+        Command::Check { online: false } => check(&config),
+        Command::Check { online: true } => match check(&config) {
+            EXIT_OK => check_online(config),
+            code => code,
+        },
         Command::Status { json, deployments } => status(&config, json, &deployments),
         Command::Notify {
             action: NotifyAction::Test,
@@ -228,12 +237,53 @@ fn check(config: &Config) -> u8 {
             dns.server,
         );
     }
+    let fallbacks: Vec<String> = config.acme.issuers[1..]
+        .iter()
+        .map(|i| format!("{} {}", i.name, i.directory))
+        .collect();
     println!(
-        "config {} is valid: {} deployment(s), ACME CA {}",
+        "config {} is valid: {} deployment(s), ACME CA {}{}",
         config.path.display(),
         config.deployments.len(),
-        config.acme.directory
+        config.acme.directory,
+        if fallbacks.is_empty() {
+            String::new()
+        } else {
+            format!(", fallback: {}", fallbacks.join(", "))
+        }
     );
+    EXIT_OK
+}
+
+/// `check --online`: one line per check on stdout; exit 1 when any failed. Nothing is ordered.
+fn check_online(config: Config) -> u8 {
+    let store = match Store::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            fail!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let Some(runtime) = runtime() else {
+        return EXIT_FAILED;
+    };
+    let agent = match Pipeline::new(config, Arc::new(store)) {
+        Ok(a) => a,
+        Err(e) => {
+            fail!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let checks = runtime.block_on(agent.check_online());
+    for check in &checks {
+        println!("{check}");
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        fail!("error: {failed} of {} online check(s) failed", checks.len());
+        return EXIT_FAILED;
+    }
+    println!("all {} online check(s) passed", checks.len());
     EXIT_OK
 }
 

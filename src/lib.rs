@@ -18,6 +18,7 @@
 //! - [`plan`]: whether renewal is due (pure).
 //! - [`budget`]: the vendor's request budget per API key, persisted.
 //! - [`acme`]: account, order, DNS-01, finalize (instant-acme).
+//! - [`issuers`]: which CA serves which deployment, against the target's lifetime rule, before ordering.
 //! - [`solver`]: DNS-01 record publication (RFC 2136 + TSIG) and the TXT journal.
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`verify`]: the deployment's endpoint must serve the deployed certificate.
@@ -33,6 +34,7 @@ pub mod certs;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod issuers;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

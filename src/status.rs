@@ -19,7 +19,9 @@
 //!     "at_risk": null,                  // or why the budget cannot renew it before its deadline
 //!     "error": null,                    // or why its state cannot be read
 //!     "last_success": "…",              // when a pass over it last ended well
-//!     "failures_total": 0               // passes over it that failed, ever
+//!     "failures_total": 0,              // passes over it that failed, ever
+//!     "issuer": "acme",                 // the issuer its next order goes to; null when none can serve it
+//!     "issuer_reason": "…"              // why that one (the skipped ones and their lifetimes), or why none
 //!   }],
 //!   "accounts": [{"name": "prod", "key": "app-key", "gets_left": 58, "get_limit": 60,
 //!                 "writes_left": 6, "write_limit": 6, "window_seconds": 3600}]
@@ -97,6 +99,10 @@ pub struct DeploymentStatus {
     pub last_success: Option<OffsetDateTime>,
     /// Passes over it that failed, ever.
     pub failures_total: u64,
+    /// The issuer its next order goes to (by name); `None` when no configured issuer can serve it.
+    pub issuer: Option<String>,
+    /// Why that issuer: which were skipped and why, what its lifetime is expected to be; or why none can.
+    pub issuer_reason: String,
 }
 
 /// A planned renewal.
@@ -153,7 +159,11 @@ pub fn report(
     let deployments: Vec<DeploymentStatus> = config
         .deployments
         .iter()
-        .map(|d| deployment(d, state.record(&d.id), config, now))
+        .map(|d| {
+            let mut status = deployment(d, state.record(&d.id), config, now);
+            (status.issuer, status.issuer_reason) = issuer(config, d, state, now);
+            status
+        })
         .collect();
     let accounts = config
         .emqx
@@ -180,6 +190,43 @@ pub fn report(
     }
 }
 
+/// The issuer deployment `d`'s next order goes to, and why, as the pass will decide it.
+fn issuer(
+    config: &Config,
+    d: &Deployment,
+    state: &dyn StateStore,
+    now: OffsetDateTime,
+) -> (Option<String>, String) {
+    let log = state.issuer_log().unwrap_or_default();
+    let candidates = crate::issuers::candidates(config, d, &log, now);
+    let skipped: Vec<String> = candidates
+        .iter()
+        .filter_map(|c| {
+            c.refused
+                .as_ref()
+                .map(|why| format!("{} skipped: {why}", c.describe()))
+        })
+        .collect();
+    let Some(chosen) = candidates.iter().find(|c| c.acceptable()) else {
+        return (
+            None,
+            crate::issuers::none_acceptable(config, d, &candidates),
+        );
+    };
+    let mut why = vec![match (d.issuer, crate::issuers::lifetime_rule(config, d)) {
+        (Some(_), _) => format!("pinned with `issuer`; {}", chosen.describe()),
+        (None, Some(rule)) if chosen.expected.is_none() => format!(
+            "{}; tried first, the {} is checked on its first certificate",
+            chosen.describe(),
+            rule.name
+        ),
+        (None, Some(_)) => format!("{} passes the target's lifetime rule", chosen.describe()),
+        (None, None) => format!("{}; the target has no lifetime rule", chosen.describe()),
+    }];
+    why.extend(skipped);
+    (Some(chosen.name.clone()), why.join("; "))
+}
+
 fn deployment(
     d: &Deployment,
     record: Result<Record, crate::state::StoreError>,
@@ -203,6 +250,8 @@ fn deployment(
         error: None,
         last_success: None,
         failures_total: 0,
+        issuer: None,
+        issuer_reason: String::new(),
     };
     let record = match record {
         Ok(r) => r,
@@ -278,8 +327,12 @@ impl DeploymentStatus {
         } else {
             ""
         };
+        let issuer = match &self.issuer {
+            Some(name) => format!("  issuer: {name} ({})", self.issuer_reason),
+            None => format!("  issuer: NONE ({})", self.issuer_reason),
+        };
         format!(
-            "{}  {}  expires {expiry}{expiring}{step}{plan}  last: {last}",
+            "{}  {}  expires {expiry}{expiring}{step}{plan}  last: {last}{issuer}",
             self.id,
             self.domains.join(",")
         )

@@ -18,7 +18,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use crate::certs::{self, Bundle};
-use crate::config::{AcmeConfig, KeyType};
+use crate::config::{Issuer, KeyType};
 use crate::solver::{Dns01Solver, TxtRecord};
 use crate::state::{StateStore, StoreError};
 
@@ -173,6 +173,7 @@ pub struct OrderSpec<'a> {
 pub struct AcmeClient {
     account: Account,
     directory: String,
+    retry_after: transport::RetryAfter,
 }
 
 impl fmt::Debug for AcmeClient {
@@ -185,17 +186,19 @@ impl fmt::Debug for AcmeClient {
 }
 
 impl AcmeClient {
-    /// Loads the account for `directory` (normally `config.directory`; the staging directory for a dry
-    /// run) from the store, or registers one — with External Account Binding when configured — and stores
-    /// it (0600) before using it.
+    /// Loads the account for `directory` (normally `issuer.directory`; the staging directory for a dry
+    /// run) from the store, or registers one with the issuer's contacts — and its External Account Binding
+    /// when configured — and stores it (0600) before using it.
+    ///
+    /// Returns also whether the account was registered just now.
     ///
     /// # Errors
     /// [`AcmeError::Ca`] when the CA cannot be reached or refuses; [`AcmeError::Store`].
     pub async fn connect(
-        config: &AcmeConfig,
+        config: &Issuer,
         directory: &str,
         store: &dyn StateStore,
-    ) -> Result<AcmeClient, AcmeError> {
+    ) -> Result<(AcmeClient, bool), AcmeError> {
         let directory = directory.to_owned();
         let ca_err = |action: &'static str| {
             let directory = directory.clone();
@@ -208,13 +211,21 @@ impl AcmeClient {
                 detail,
                 transient: false,
             })?;
+        let retry_after = http.1.clone();
         if let Some(creds) = store.account(&directory)? {
             let account = Account::builder_with_http(Box::new(http))
                 .from_credentials(creds)
                 .await
                 .map_err(ca_err("loading the stored account"))?;
             tracing::debug!(account = account.id(), "reusing the stored ACME account");
-            return Ok(AcmeClient { account, directory });
+            return Ok((
+                AcmeClient {
+                    account,
+                    directory,
+                    retry_after,
+                },
+                false,
+            ));
         }
         let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
         let eab = config
@@ -235,7 +246,14 @@ impl AcmeClient {
             .map_err(ca_err("registering an account"))?;
         store.save_account(&directory, &creds)?;
         tracing::info!(account = account.id(), directory = %directory, "registered a new ACME account");
-        Ok(AcmeClient { account, directory })
+        Ok((
+            AcmeClient {
+                account,
+                directory,
+                retry_after,
+            },
+            true,
+        ))
     }
 
     /// The profiles the CA at `directory` lists, from its directory alone: no account is touched.
@@ -243,7 +261,7 @@ impl AcmeClient {
     /// # Errors
     /// [`AcmeError::Ca`] when the directory cannot be fetched or read.
     pub async fn offered_profiles(
-        config: &AcmeConfig,
+        trust_roots: Option<&std::path::Path>,
         directory: &str,
     ) -> Result<Vec<String>, AcmeError> {
         let err = |detail: String| AcmeError::Ca {
@@ -252,7 +270,7 @@ impl AcmeClient {
             detail,
             transient: true,
         };
-        let http = AcmeHttp::new(config.trust_roots.as_deref()).map_err(err)?;
+        let http = AcmeHttp::new(trust_roots).map_err(err)?;
         let resp = http
             .0
             .get(directory)

@@ -18,7 +18,21 @@ impl AcmeClient {
         &self,
         action: &'static str,
     ) -> impl Fn(instant_acme::Error) -> AcmeError + '_ {
-        move |e| ca_error(&self.directory, action, e)
+        move |e| {
+            let mut err = ca_error(&self.directory, action, e);
+            let waited = self
+                .retry_after
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let (AcmeError::Ca { detail, .. }, Some(wait)) = (&mut err, waited) {
+                detail.push_str(&format!(
+                    " (the CA's Retry-After: {})",
+                    humantime::format_duration(wait)
+                ));
+            }
+            err
+        }
     }
 
     pub(super) async fn order(

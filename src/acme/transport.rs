@@ -10,8 +10,12 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use super::{ACME_REQUEST_TIMEOUT, MAX_ACME_BODY};
 use crate::certs;
 
-/// instant-acme's HTTP through reqwest: system roots plus extra roots, and timeouts.
-pub(super) struct AcmeHttp(pub(super) reqwest::Client);
+/// instant-acme's HTTP through reqwest: system roots plus extra roots, and timeouts. It keeps the
+/// `Retry-After` of the last `429` (instant-acme's error drops it) so a rate-limit message can say how long.
+pub(super) struct AcmeHttp(pub(super) reqwest::Client, pub(super) RetryAfter);
+
+/// The `Retry-After` (in seconds) of the CA's last `429 Too Many Requests`, shared with the [`super::AcmeClient`].
+pub(super) type RetryAfter = std::sync::Arc<std::sync::Mutex<Option<Duration>>>;
 
 impl AcmeHttp {
     pub(super) fn new(trust_roots: Option<&std::path::Path>) -> Result<Self, String> {
@@ -27,7 +31,10 @@ impl AcmeHttp {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        builder.build().map(AcmeHttp).map_err(|e| e.to_string())
+        builder
+            .build()
+            .map(|client| AcmeHttp(client, RetryAfter::default()))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -37,6 +44,7 @@ impl HttpClient for AcmeHttp {
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let client = self.0.clone();
+        let retry_after = self.1.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let bytes = match http_body_util::BodyExt::collect(body).await {
@@ -52,6 +60,16 @@ impl HttpClient for AcmeHttp {
             // Read the body here, bounded, so a misbehaving server cannot make the agent buffer without limit.
             let status = resp.status();
             let headers = std::mem::take(resp.headers_mut());
+            // Only the latest answer counts: a 429 that a later request got past says nothing any more.
+            let seconds = (status == http::StatusCode::TOO_MANY_REQUESTS)
+                .then(|| headers.get(http::header::RETRY_AFTER))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            *retry_after
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                seconds.map(Duration::from_secs);
             let mut body = Vec::new();
             while let Some(chunk) = resp
                 .chunk()

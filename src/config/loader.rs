@@ -126,7 +126,11 @@ impl Loader<'_> {
         })
     }
 
-    fn directory(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+    pub(super) fn directory(
+        &self,
+        key: &str,
+        value: &Spanned<String>,
+    ) -> Result<String, ConfigError> {
         match value.get_ref().as_str() {
             "letsencrypt" => Ok(LETSENCRYPT.to_owned()),
             "letsencrypt-staging" => Ok(LETSENCRYPT_STAGING.to_owned()),
@@ -155,15 +159,30 @@ impl Loader<'_> {
             None => None,
             Some(d) => Some(self.directory("staging_directory", d)?),
         };
-        let eab = self.eab(&raw, span)?;
+        let eab = issuers::RawEab {
+            kid: &raw.eab_kid,
+            key: &raw.eab_hmac_key,
+            key_file: &raw.eab_hmac_key_file,
+            key_env: &raw.eab_hmac_key_env,
+        };
+        let eab = self.eab("acme", &eab, span)?;
         let trust_roots = self.trust_roots(raw.trust_roots.as_ref())?;
-        for contact in &raw.contact {
-            if !contact.starts_with("mailto:") {
-                return Err(self.err(format!(
-                    "acme.contact `{contact}` must be a mailto: URI, e.g. \"mailto:ops@example.com\""
-                )));
-            }
-        }
+        self.check_contacts(&raw.contact)?;
+        let first = Issuer {
+            name: match &raw.name {
+                Some(n) => self.issuer_name(n)?,
+                None => FIRST_ISSUER_NAME.to_owned(),
+            },
+            directory: directory.clone(),
+            contact: raw.contact.clone(),
+            trust_roots: trust_roots.clone(),
+            key_type: raw.key_type.unwrap_or(KeyType::EcdsaP256),
+            profile: raw.profile.clone(),
+            eab: eab.clone(),
+            lifetime: self.lifetime(&raw.lifetime)?,
+        };
+        let mut issuers = self.fallbacks(&first, raw.fallback)?;
+        issuers.insert(0, first);
         Ok(AcmeConfig {
             directory,
             contact: raw.contact,
@@ -173,50 +192,15 @@ impl Loader<'_> {
             profile: raw.profile,
             staging_directory,
             eab,
+            issuers,
         })
     }
 
-    /// External Account Binding: a key id and its HMAC key, both or neither.
-    fn eab(
-        &mut self,
-        raw: &raw::Acme,
-        span: std::ops::Range<usize>,
-    ) -> Result<Option<Eab>, ConfigError> {
-        self.inline_secrets |= raw.eab_hmac_key.is_some();
-        match &raw.eab_kid {
-            None if raw.eab_hmac_key.is_some()
-                || raw.eab_hmac_key_file.is_some()
-                || raw.eab_hmac_key_env.is_some() =>
-            {
-                Err(self.err_at(
-                    span,
-                    "acme.eab_hmac_key_* is set but acme.eab_kid is not; set both from the CA's console",
-                ))
-            }
-            None => Ok(None),
-            Some(kid) => {
-                let key = self.secret(
-                    "eab_hmac_key",
-                    "acme",
-                    span.clone(),
-                    &raw.eab_hmac_key,
-                    &raw.eab_hmac_key_file,
-                    &raw.eab_hmac_key_env,
-                )?;
-                use base64::Engine as _;
-                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(key.trim_end_matches('=').as_bytes())
-                    .map_err(|_| self.err_at(span.clone(), "the EAB HMAC key is not base64url; paste it as the CA's console shows it"))?;
-                Ok(Some(Eab {
-                    kid: kid.clone(),
-                    hmac_key: decoded.into(),
-                }))
-            }
-        }
-    }
-
     /// The CA certificates to trust instead of the system's, for a private CA (or Pebble).
-    fn trust_roots(&self, path: Option<&Spanned<String>>) -> Result<Option<PathBuf>, ConfigError> {
+    pub(super) fn trust_roots(
+        &self,
+        path: Option<&Spanned<String>>,
+    ) -> Result<Option<PathBuf>, ConfigError> {
         let Some(p) = path else {
             return Ok(None);
         };
@@ -319,6 +303,7 @@ impl Loader<'_> {
         raw: Spanned<raw::Deployment>,
         dns: &BTreeMap<String, DnsConfig>,
         emqx: &BTreeMap<String, EmqxConfig>,
+        issuers: &[Issuer],
     ) -> Result<Deployment, ConfigError> {
         let span = raw.span();
         let raw = raw.into_inner();
@@ -337,6 +322,7 @@ impl Loader<'_> {
         let verify_timeout = self.duration(&raw.verify_timeout, DEFAULT_VERIFY_TIMEOUT)?;
         let dns = self.pick("dns", &raw.dns, dns, span.clone())?;
         let (profile, endpoint_sni) = (raw.profile.clone(), raw.endpoint_sni.clone());
+        let issuer = self.pinned_issuer(&id, raw.issuer.as_ref(), issuers)?;
         Ok(Deployment {
             target: self.target(&id, span, raw, emqx)?,
             dns,
@@ -344,6 +330,7 @@ impl Loader<'_> {
             domains,
             renew_before,
             profile,
+            issuer,
             endpoint,
             endpoint_sni,
             verify_timeout,

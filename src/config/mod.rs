@@ -27,6 +27,7 @@ use secrecy::SecretSlice;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod issuers;
 mod loader;
 mod secrets;
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use crate::deploy::emqx::config::{
     EmqxConfig, IssuerKeyMatch, TlsType,
 };
 pub use crate::solver::rfc2136::config::DnsConfig;
+pub use issuers::{FIRST_ISSUER_NAME, Issuer};
 pub(crate) use loader::Loader;
 pub use secrets::read_bounded;
 pub(crate) use secrets::{expand_credentials_dir, read_bounded_text, readable_by_others};
@@ -182,6 +184,9 @@ pub struct AcmeConfig {
     pub staging_directory: Option<String>,
     /// External Account Binding (ZeroSSL, Google Trust Services).
     pub eab: Option<Eab>,
+    /// Every issuer in the order they are tried: the first is this section's CA (the fields above), then
+    /// each `[[acme.fallback]]`.
+    pub issuers: Vec<Issuer>,
 }
 
 /// External Account Binding credentials from the CA's console.
@@ -215,8 +220,12 @@ pub struct Deployment {
     pub dns: String,
     /// Override of the renewal rule: renew when less than this is left.
     pub renew_before: Option<Duration>,
-    /// ACME profile for this deployment's orders (overrides `[acme] profile`).
+    /// ACME profile for this deployment's orders: overrides the profile of the pinned issuer, or of the first
+    /// issuer (`[acme] profile`) when none is pinned; fallbacks keep their own.
     pub profile: Option<String>,
+    /// The issuer this deployment is pinned to (`issuer = "NAME"`), as an index into
+    /// [`AcmeConfig::issuers`]; `None` tries them all in order.
+    pub issuer: Option<usize>,
     /// host:port of the deployment's TLS listener, checked after `running` to serve the pushed certificate.
     pub endpoint: Option<String>,
     /// SNI for that check (default: the first non-wildcard domain).
@@ -314,6 +323,10 @@ mod raw {
         pub eab_hmac_key: Option<String>,
         pub eab_hmac_key_file: Option<Spanned<String>>,
         pub eab_hmac_key_env: Option<Spanned<String>>,
+        pub name: Option<Spanned<String>>,
+        pub lifetime: Option<Spanned<String>>,
+        #[serde(default)]
+        pub fallback: Vec<Spanned<super::issuers::RawFallback>>,
     }
 
     #[derive(Deserialize)]
@@ -327,6 +340,7 @@ mod raw {
         pub client_ca_file: Option<Spanned<String>>,
         pub renew_before: Option<Spanned<String>>,
         pub profile: Option<String>,
+        pub issuer: Option<Spanned<String>>,
         pub endpoint: Option<Spanned<String>>,
         pub endpoint_sni: Option<String>,
         pub verify_timeout: Option<Spanned<String>>,
@@ -413,7 +427,7 @@ impl Config {
         let mut deployments: Vec<Deployment> = Vec::new();
         for d in raw.deployment {
             let at = d.get_ref().id.span();
-            let parsed = loader.deployment(d, &dns, &emqx)?;
+            let parsed = loader.deployment(d, &dns, &emqx, &acme.issuers)?;
             if deployments.iter().any(|o| o.id == parsed.id) {
                 return Err(
                     loader.err_at(at, format!("deployment {} is configured twice", parsed.id))

@@ -380,6 +380,8 @@ mod tests {
             error: None,
             last_success: None,
             failures_total: 0,
+            issuer: None,
+            issuer_reason: String::new(),
         }
     }
 

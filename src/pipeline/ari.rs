@@ -29,7 +29,12 @@ impl Pipeline {
         if fresh {
             return Ok(());
         }
-        let acme = self.acme().await?;
+        // Only the CA that issued a certificate knows its renewal window.
+        let Some(issuer) = self.issuer_at(record.cert_issuer.as_deref()) else {
+            record.ari = None;
+            return Ok(());
+        };
+        let acme = self.acme(issuer).await?;
         match acme.renewal_window(leaf).await? {
             None => {
                 record.ari = None;

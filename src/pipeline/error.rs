@@ -30,6 +30,9 @@ pub enum RenewError {
     /// The configuration does not fit what the target reports.
     #[error("{0}")]
     Config(String),
+    /// No configured issuer can give a certificate the target accepts; nothing was ordered.
+    #[error("{0}")]
+    NoIssuer(String),
     /// The deployment's endpoint does not serve the pushed certificate.
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),

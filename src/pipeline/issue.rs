@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 use super::{ACME_ATTEMPTS, Done, Event, Pipeline, RenewError};
 use crate::acme::{AcmeClient, AcmeError, OrderSpec};
 use crate::certs::{self, Bundle};
-use crate::config::Deployment;
+use crate::config::{Deployment, Issuer};
+use crate::issuers::Candidate;
 use crate::plan::Plan;
 use crate::solver::Dns01Solver as _;
 use crate::state::PendingOrder;
@@ -20,72 +21,101 @@ impl Pipeline {
         d: &Deployment,
         plan: Plan,
         create: bool,
+        chosen: &Candidate,
     ) -> Result<Done, RenewError> {
         let deploy = self.target(d).describe_deploy(create);
+        let issuer = &self.config.acme.issuers[chosen.index];
         let Some(staging) = &self.config.acme.staging_directory else {
             return Ok(Done::DryRun(format!(
-                "due ({}): would order a certificate for {} from {} and {deploy}; set [acme] \
+                "due ({}): would order a certificate for {} from issuer {} ({}) and {deploy}; set [acme] \
                  staging_directory for a trial issuance",
                 plan.rule,
                 d.domains.join(","),
-                self.config.acme.directory
+                chosen.name,
+                issuer.directory
             )));
         };
+        let first = &self.config.acme.issuers[0];
         let spec = OrderSpec {
             domains: &d.domains,
-            key_type: self.config.acme.key_type,
+            key_type: first.key_type,
             profile: self.profile(d),
             replaces: None,
         };
-        let bundle = self.obtain(&self.staging, staging, d, &spec, false).await?;
+        let bundle = self
+            .obtain(&self.staging, first, staging, d, &spec, false)
+            .await?;
         let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
         Ok(Done::DryRun(format!(
-            "due ({}): trial issuance against {staging} passed (certificate {} for {}); would order from {} and \
-             {deploy}",
+            "due ({}): trial issuance against {staging} passed (certificate {} for {}); would order from issuer {} \
+             ({}) and {deploy}",
             plan.rule,
             info.serial,
             info.dns_names.join(","),
-            self.config.acme.directory
+            chosen.name,
+            issuer.directory
         )))
     }
 
-    /// Checks, when any ACME profile is configured, that the CA offers it: a missing profile is a config
-    /// error at start rather than a failed order later. Costs one directory request, and only then.
+    /// Checks, for every issuer with an ACME profile configured (its own, or a deployment's), that its CA
+    /// offers it: a missing profile is a config error at start rather than a failed order later. Costs one
+    /// directory request per such issuer, and only then. An issuer that cannot be reached is left to the pass,
+    /// which falls back to the next one.
     ///
     /// # Errors
-    /// [`RenewError::Config`] naming the profile and what the CA offers; the CA being unreachable.
+    /// [`RenewError::Config`] naming the profile and what the CA offers; the CA being unreachable when it is
+    /// the only issuer.
     pub async fn check_profiles(&self) -> Result<(), RenewError> {
-        let wanted: Vec<&str> = self
-            .config
-            .deployments
-            .iter()
-            .filter_map(|d| self.profile(d))
-            .collect();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let offered =
-            AcmeClient::offered_profiles(&self.config.acme, &self.config.acme.directory).await?;
-        match wanted.iter().find(|p| !offered.iter().any(|o| o == *p)) {
-            None => Ok(()),
-            Some(missing) => Err(RenewError::Config(format!(
-                "ACME profile `{missing}` is not offered by {} (offered: {}) — fix `profile` in [acme] or the [[deployment]]",
-                self.config.acme.directory,
-                if offered.is_empty() {
-                    "none".to_owned()
-                } else {
-                    offered.join(", ")
+        let issuers = &self.config.acme.issuers;
+        for (index, issuer) in issuers.iter().enumerate() {
+            let mut wanted: Vec<&str> = self
+                .config
+                .deployments
+                .iter()
+                .filter(|d| d.issuer.is_none_or(|p| p == index))
+                .filter_map(|d| crate::issuers::profile(d, index, issuer))
+                .collect();
+            wanted.dedup();
+            if wanted.is_empty() {
+                continue;
+            }
+            let offered = match AcmeClient::offered_profiles(
+                issuer.trust_roots.as_deref(),
+                &issuer.directory,
+            )
+            .await
+            {
+                Ok(offered) => offered,
+                Err(e) if issuers.len() > 1 => {
+                    tracing::warn!(issuer = %issuer.name, "cannot check the issuer's profiles: {e}");
+                    continue;
                 }
-            ))),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(missing) = wanted.iter().find(|p| !offered.iter().any(|o| o == *p)) {
+                return Err(RenewError::Config(format!(
+                    "ACME profile `{missing}` is not offered by {} (offered: {}) — fix `profile` in [acme], \
+                     [[acme.fallback]] or the [[deployment]]",
+                    issuer.directory,
+                    if offered.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        offered.join(", ")
+                    }
+                )));
+            }
         }
+        Ok(())
     }
 
+    /// The profile of deployment `d`'s orders to the first issuer (the staging CA's trial orders too).
     fn profile<'a>(&'a self, d: &'a Deployment) -> Option<&'a str> {
-        d.profile.as_deref().or(self.config.acme.profile.as_deref())
+        crate::issuers::profile(d, 0, &self.config.acme.issuers[0])
     }
 
-    /// Issues and validates a certificate for deployment `id` exactly as a renewal would, without talking to
-    /// the vendor and without touching the deployment's record (`certkeeper issue`, benchmarks).
+    /// Issues and validates a certificate for deployment `id` exactly as a renewal would — from the first
+    /// issuer that can serve it, falling back when a CA fails — without talking to the vendor and without
+    /// touching the deployment's record (`certkeeper issue`, benchmarks).
     ///
     /// # Errors
     /// [`RenewError::Config`] for an unknown id; issuance and validation errors.
@@ -96,25 +126,39 @@ impl Pipeline {
             .iter()
             .find(|d| d.id == id)
             .ok_or_else(|| RenewError::Config(format!("no deployment {id} is configured")))?;
-        let bundle = self.issue(d, None, false).await?;
-        let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
-        Ok((bundle, info))
-    }
-
-    pub(super) async fn issue(
-        &self,
-        d: &Deployment,
-        replaces: Option<&str>,
-        persist: bool,
-    ) -> Result<Bundle, RenewError> {
-        let spec = OrderSpec {
-            domains: &d.domains,
-            key_type: self.config.acme.key_type,
-            profile: self.profile(d),
-            replaces,
-        };
-        self.obtain(&self.acme, &self.config.acme.directory, d, &spec, persist)
-            .await
+        let candidates = self.choose(d)?;
+        let mut tried = candidates.iter().peekable();
+        while let Some(c) = tried.next() {
+            let issuer = &self.config.acme.issuers[c.index];
+            let spec = OrderSpec {
+                domains: &d.domains,
+                key_type: issuer.key_type,
+                profile: c.profile.as_deref(),
+                replaces: None,
+            };
+            match self
+                .obtain(
+                    &self.acme[c.index],
+                    issuer,
+                    &issuer.directory,
+                    d,
+                    &spec,
+                    false,
+                )
+                .await
+            {
+                Ok(bundle) => {
+                    let info = certs::validate(&bundle, &d.domains, OffsetDateTime::now_utc())?;
+                    return Ok((bundle, info));
+                }
+                Err(RenewError::Acme(e @ AcmeError::Ca { .. })) if tried.peek().is_some() => {
+                    tracing::warn!(issuer = %c.name, "{e}; falling back to the next issuer");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // `choose` returns at least one candidate, and the last one's result is returned above.
+        Err(RenewError::Config("no issuer is configured".into()))
     }
 
     /// Obtains a certificate from the CA at `directory` (its client kept in `cell`), retrying the whole
@@ -124,9 +168,10 @@ impl Pipeline {
     /// Once the CA was asked to finalize an order, a certificate may exist: from then on this pass never
     /// orders again. A renewal resumes the saved order once more (after a pause), and otherwise leaves it
     /// saved for the next pass; a dry run or `issue` (nothing saved) gives up.
-    async fn obtain(
+    pub(super) async fn obtain(
         &self,
         cell: &tokio::sync::OnceCell<AcmeClient>,
+        issuer: &Issuer,
         directory: &str,
         d: &Deployment,
         spec: &OrderSpec<'_>,
@@ -144,7 +189,7 @@ impl Pipeline {
         loop {
             let resuming = finalized.load(Ordering::SeqCst);
             let result: Result<Bundle, AcmeError> = async {
-                let acme = self.client(cell, directory).await?;
+                let acme = self.client(cell, issuer, directory).await?;
                 if resuming && let Some(pending) = self.state.pending_order(&d.id)? {
                     return acme
                         .resume(&pending.url, &pending.key_pkcs8_pem, &d.domains)

@@ -11,6 +11,8 @@
 //! - [`steps`]: one function per persisted step; [`Pipeline::persist`] is the one place a step is saved and
 //!   its [`Event`] emitted.
 //! - [`issue`]: ordering from the CA (and the dry run's trial issuance); [`ari`]: the CA's renewal window.
+//! - [`fallback`]: the issuers a deployment may use (decided before ordering) and ordering from them in turn;
+//!   [`online`]: `check --online`.
 //! - [`events`]: what metrics and notifications subscribe to.
 //!
 //! A dry run is not a mode of this code: the targets are wrapped in [`DryRun`] and the state in
@@ -21,7 +23,9 @@ mod ari;
 mod checks;
 mod error;
 mod events;
+mod fallback;
 mod issue;
+mod online;
 mod pass;
 mod steps;
 #[cfg(test)]
@@ -37,11 +41,12 @@ use time::OffsetDateTime;
 
 pub use error::{BudgetLeft, Done, RenewError, Report, day};
 pub use events::{Event, EventSink};
+pub use online::Check;
 
 use crate::acme::{AcmeClient, AcmeError};
 use crate::budget::Budget;
 use crate::certs::{self, Bundle};
-use crate::config::{Config, Deployment, TargetConfig};
+use crate::config::{Config, Deployment, Issuer, TargetConfig};
 use crate::deploy::emqx::client::{EmqxClient, vendor_http};
 use crate::deploy::emqx::{Account, EmqxTarget};
 use crate::deploy::files::FilesTarget;
@@ -72,12 +77,16 @@ pub struct Pipeline {
     accounts: BTreeMap<String, Arc<Account>>,
     targets: BTreeMap<String, Box<dyn Target>>,
     solvers: BTreeMap<String, Rfc2136Solver>,
-    acme: tokio::sync::OnceCell<AcmeClient>,
+    /// One client per issuer, in `[acme] issuers` order.
+    acme: Vec<tokio::sync::OnceCell<AcmeClient>>,
     staging: tokio::sync::OnceCell<AcmeClient>,
     events: EventSink,
     dry_run: bool,
     lock_wait: LockWait,
     turns: turns::Turns,
+    /// Issuers that were down or rate-limited earlier in this pass, with why: later deployments go straight
+    /// to the next issuer instead of spending their retries on them. Cleared when a pass starts.
+    unavailable: std::sync::Mutex<BTreeMap<usize, String>>,
 }
 
 /// What a pass does when another process works on a deployment it selected.
@@ -156,6 +165,9 @@ impl Pipeline {
                 (name.clone(), Rfc2136Solver::new(settings))
             })
             .collect();
+        let acme = (0..config.acme.issuers.len())
+            .map(|_| tokio::sync::OnceCell::new())
+            .collect();
         Ok(Pipeline {
             config,
             state,
@@ -163,12 +175,13 @@ impl Pipeline {
             accounts,
             targets,
             solvers,
-            acme: tokio::sync::OnceCell::new(),
+            acme,
             staging: tokio::sync::OnceCell::new(),
             events: EventSink::default(),
             dry_run: false,
             lock_wait: LockWait::Never,
             turns: turns::Turns::default(),
+            unavailable: std::sync::Mutex::default(),
         })
     }
 
@@ -302,18 +315,59 @@ impl Pipeline {
         )
     }
 
-    async fn acme(&self) -> Result<&AcmeClient, RenewError> {
-        Ok(self.client(&self.acme, &self.config.acme.directory).await?)
+    /// The client of issuer `index`, connected on first use.
+    async fn acme(&self, index: usize) -> Result<&AcmeClient, AcmeError> {
+        let issuer = &self.config.acme.issuers[index];
+        self.client(&self.acme[index], issuer, &issuer.directory)
+            .await
     }
 
-    /// The ACME client of `directory` kept in `cell`, connected (account loaded or created) on first use.
+    /// The index of the configured issuer at `directory`; `None` (the first issuer) in records from before
+    /// issuers could differ.
+    fn issuer_at(&self, directory: Option<&str>) -> Option<usize> {
+        match directory {
+            None => Some(0),
+            Some(dir) => self
+                .config
+                .acme
+                .issuers
+                .iter()
+                .position(|i| i.directory == dir),
+        }
+    }
+
+    /// The index of the configured issuer whose directory has the origin (scheme, host, port) of `url`, an
+    /// order URL; the first issuer when none has.
+    fn issuer_of_url(&self, url: &str) -> usize {
+        let origin = |u: &str| {
+            let rest = u.split_once("://").map_or(u, |(_, r)| r);
+            rest.split('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+        };
+        self.config
+            .acme
+            .issuers
+            .iter()
+            .position(|i| origin(&i.directory) == origin(url))
+            .unwrap_or(0)
+    }
+
+    /// The ACME client of `directory` kept in `cell`, connected (account loaded or created with `issuer`'s
+    /// settings) on first use.
     async fn client<'c>(
         &'c self,
         cell: &'c tokio::sync::OnceCell<AcmeClient>,
+        issuer: &Issuer,
         directory: &str,
     ) -> Result<&'c AcmeClient, AcmeError> {
-        cell.get_or_try_init(|| AcmeClient::connect(&self.config.acme, directory, &*self.state))
-            .await
+        cell.get_or_try_init(|| async {
+            AcmeClient::connect(issuer, directory, &*self.state)
+                .await
+                .map(|(client, _)| client)
+        })
+        .await
     }
 
     /// The deployment's DNS-01 solver, journaling what it publishes.

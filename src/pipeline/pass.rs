@@ -53,6 +53,7 @@ impl Pipeline {
         if let Err(e) = self.budget.reload() {
             tracing::warn!("cannot re-read the request budget, using the one in memory: {e}");
         }
+        self.forget_unavailable();
         for target in self.targets.values() {
             if let Some(budget) = target.budget() {
                 budget.begin_pass();

@@ -58,7 +58,7 @@ impl Pipeline {
         }
         // Cleaning up after an interrupted pass changes DNS and fetches from the CA: not for a dry run.
         if !self.dry_run {
-            self.recover_interrupted(d).await?;
+            self.recover_interrupted(d, &mut record).await?;
         }
         // A fresh `now`: the bundle may have been fetched just above, within a second of its notBefore.
         let checked_at = OffsetDateTime::now_utc();
@@ -107,7 +107,11 @@ impl Pipeline {
 
     /// Removes TXT records a killed process left, and fetches the certificate of an order an earlier process
     /// was finalizing: it may exist at the CA, and ordering another would waste one.
-    async fn recover_interrupted(&self, d: &Deployment) -> Result<(), RenewError> {
+    async fn recover_interrupted(
+        &self,
+        d: &Deployment,
+        record: &mut Record,
+    ) -> Result<(), RenewError> {
         self.journaled(d)
             .clean_leftovers()
             .await
@@ -120,14 +124,17 @@ impl Pipeline {
             return Ok(());
         };
         tracing::info!(order = %pending.url, "resuming: fetching the certificate of the order an earlier pass finalized");
+        let issuer = self.issuer_of_url(&pending.url);
         match self
-            .acme()
+            .acme(issuer)
             .await?
             .resume(&pending.url, &pending.key_pkcs8_pem, &d.domains)
             .await
         {
             Ok(bundle) => {
                 self.state.save_bundle(&d.id, &bundle)?;
+                // The bundle's record is written when it is resumed below; it comes from this CA.
+                record.cert_issuer = Some(self.config.acme.issuers[issuer].directory.clone());
                 self.state.remove_pending_order(&d.id)?;
             }
             Err(e) if e.is_transient() => return Err(e.into()),
@@ -164,6 +171,23 @@ impl Pipeline {
                 return Ok(None);
             }
             Ok(info) => info,
+            // Only the target's rule refuses it and another issuer may serve: order from that one (its
+            // certificate replaces this one as the bundle in flight).
+            Err(e)
+                if self.target_refuses(d, &bundle, now)
+                    && self.choose(d).is_ok_and(|c| {
+                        c.iter().any(|c| {
+                            Some(&self.config.acme.issuers[c.index].directory)
+                                != record.cert_issuer.as_ref()
+                        })
+                    }) =>
+            {
+                tracing::warn!(
+                    "the saved certificate cannot be pushed ({e}); it stays saved until a certificate from \
+                     another issuer replaces it"
+                );
+                return Ok(None);
+            }
             Err(e) if self.worth_keeping(d, &bundle, now) => {
                 // Waiting (a clock a second behind the CA's) or a config change (import_minimum,
                 // issuer_key_match) makes it pushable as it is: another order would only waste a certificate.
@@ -288,6 +312,7 @@ impl Pipeline {
         let target = self.target(d);
         // Fail before spending an ACME order on anything that would make the push fail.
         target.precheck(deployed)?;
+        let candidates = self.choose(d)?;
         if stop.is_stopping() {
             return Err(RenewError::Interrupted("ordering a certificate"));
         }
@@ -304,30 +329,30 @@ impl Pipeline {
         }
         let create = deployed.expire.is_none();
         if self.dry_run {
-            return self.dry_run_issue(d, plan, create).await;
+            return self.dry_run_issue(d, plan, create, &candidates[0]).await;
         }
         tracing::info!(rule = %plan.rule, forced = force, "renewal due; ordering a certificate");
+        // ARI's `replaces` names the active certificate to the CA that issued it, and to no other.
+        let replaced_by = self
+            .config
+            .acme
+            .issuers
+            .get(
+                self.issuer_at(record.cert_issuer.as_deref())
+                    .unwrap_or(usize::MAX),
+            )
+            .map(|i| i.directory.clone());
         let replaces = record
             .ari
             .as_ref()
             .and(self.active_cert(record))
-            .and_then(|c| c.leaf_pem.clone());
-        let bundle = self.issue(d, replaces.as_deref(), true).await?;
-        // Saved before any check: an issued certificate is never thrown away, whatever the checks say.
-        self.state.save_bundle(&d.id, &bundle)?;
-        self.state.remove_pending_order(&d.id)?;
-        fail::fail_point!("issued-saved");
-        let leaf = certs::parse_pem_certs(bundle.chain_pem.as_bytes())?
-            .into_iter()
-            .next()
-            .ok_or_else(|| CertError::Invalid("the CA sent no certificate".into()))?;
-        record.create = create;
-        record.ari = None;
-        record.ari_next_check = None;
-        record.cert = Some(cert_record(&bundle, certs::leaf_info(&leaf)?, d));
-        self.persist(d, record, Some(Step::Issued))?;
-        // A bundle that fails here stays saved; the next pass decides whether it can still be pushed.
-        self.check_pushable(d, &bundle, OffsetDateTime::now_utc())?;
+            .and_then(|c| c.leaf_pem.clone())
+            .zip(replaced_by);
+        let replaces = replaces.as_ref().map(|(l, i)| (l.as_str(), i.as_str()));
+        // A bundle that fails its checks stays saved; the next pass decides whether it can still be pushed.
+        let bundle = self
+            .issue_with_fallback(d, record, &candidates, replaces, create)
+            .await?;
         fail::fail_point!("issued-recorded");
         self.push(d, record, &bundle, stop).await
     }

@@ -86,6 +86,17 @@ pub trait Dns01Solver: Send + Sync {
         let _ = owners;
         Box::pin(async { Ok(()) })
     }
+
+    /// Checks, for `certkeeper check --online`, that the provider accepts the credentials for these owners:
+    /// more than [`Dns01Solver::preflight`] where the provider allows a change that leaves nothing behind
+    /// (RFC 2136: add and remove one harmless TXT record). Never leaves a record, never waits for propagation.
+    /// The default is [`Dns01Solver::preflight`]; providers that can prove their credentials override it.
+    ///
+    /// # Errors
+    /// The errors `present` or `cleanup` would give for the server, the zone or the credentials.
+    fn verify_credentials<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {
+        self.preflight(owners)
+    }
 }
 
 /// Returns the absolute owner of the DNS-01 TXT record for `domain`.

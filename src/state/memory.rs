@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{JournalEntry, StateStore};
 use crate::certs::Bundle;
 use crate::state::{
-    AccountCredentials, BudgetLog, DeploymentLock, NotifyLog, PendingOrder, Record, StoreError,
+    AccountCredentials, BudgetLog, DeploymentLock, IssuerLog, LearnedLifetime, NotifyLog,
+    PendingOrder, Record, StoreError,
 };
 
 #[derive(Default)]
@@ -20,6 +21,7 @@ struct Inner {
     budget: BudgetLog,
     locked: std::collections::BTreeSet<String>,
     notify: NotifyLog,
+    issuers: IssuerLog,
 }
 
 /// Everything in a map behind a mutex; nothing survives the process.
@@ -145,6 +147,15 @@ impl StateStore for Memory {
 
     fn notify_log(&self) -> Result<NotifyLog, StoreError> {
         Ok(self.inner().notify.clone())
+    }
+
+    fn issuer_log(&self) -> Result<IssuerLog, StoreError> {
+        Ok(self.inner().issuers.clone())
+    }
+
+    fn save_issuer_lifetime(&self, key: &str, learned: &LearnedLifetime) -> Result<(), StoreError> {
+        self.inner().issuers.insert(key.to_owned(), learned.clone());
+        Ok(())
     }
 
     fn update_notify_log(

@@ -16,8 +16,8 @@ mod records;
 pub use fs::{MAX_STATE_FILE, Store, StoreError, StoreLock, wait_for};
 pub use instant_acme::AccountCredentials;
 pub use records::{
-    AriRecord, BudgetLog, CertRecord, KeyUsage, Notified, NotifyLog, Outcome, PendingOrder,
-    PlanRecord, QueuedMessage, Record, Step,
+    AriRecord, BudgetLog, CertRecord, IssuerLog, KeyUsage, LearnedLifetime, Notified, NotifyLog,
+    Outcome, PendingOrder, PlanRecord, QueuedMessage, Record, Step, issuer_key,
 };
 
 /// A TXT record published for DNS-01 and not yet removed: `(owner name, value)`.
@@ -134,6 +134,17 @@ pub trait StateStore: Send + Sync {
         &self,
         update: &mut dyn FnMut(&mut NotifyLog) -> bool,
     ) -> Result<NotifyLog, StoreError>;
+    /// The certificate lifetimes learned per issuer (empty when none yet).
+    ///
+    /// # Errors
+    /// It cannot be read or is corrupt.
+    fn issuer_log(&self) -> Result<IssuerLog, StoreError>;
+    /// Records the lifetime of the certificate `key` (see [`issuer_key`]) just issued, beside what other
+    /// processes learned of other issuers.
+    ///
+    /// # Errors
+    /// It cannot be read or written.
+    fn save_issuer_lifetime(&self, key: &str, learned: &LearnedLifetime) -> Result<(), StoreError>;
     /// Takes the lock of deployment `id` without waiting: one process works on a deployment at a time, while
     /// other deployments proceed in other processes. Released when the guard drops.
     ///
@@ -202,6 +213,12 @@ macro_rules! delegate {
             }
             fn notify_log(&self) -> Result<NotifyLog, StoreError> {
                 (**self).notify_log()
+            }
+            fn issuer_log(&self) -> Result<IssuerLog, StoreError> {
+                (**self).issuer_log()
+            }
+            fn save_issuer_lifetime(&self, key: &str, learned: &LearnedLifetime) -> Result<(), StoreError> {
+                (**self).save_issuer_lifetime(key, learned)
             }
             fn update_notify_log(
                 &self,
@@ -296,6 +313,19 @@ impl<S: StateStore> StateStore for ReadOnly<S> {
 
     fn notify_log(&self) -> Result<NotifyLog, StoreError> {
         self.0.notify_log()
+    }
+
+    fn issuer_log(&self) -> Result<IssuerLog, StoreError> {
+        self.0.issuer_log()
+    }
+
+    /// A lifetime learned from a trial certificate is the staging CA's: it says nothing of the real one.
+    fn save_issuer_lifetime(
+        &self,
+        _key: &str,
+        _learned: &LearnedLifetime,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn update_notify_log(

@@ -126,6 +126,34 @@ pub struct Record {
     /// Passes over the deployment that failed, ever (the metric `certkeeper_renewal_failures_total`).
     #[serde(default)]
     pub failures_total: u64,
+    /// The directory URL of the CA that issued `cert`; `None` in records from before issuers could differ,
+    /// which means the first issuer (`[acme] directory`). ARI and `replaces` go to this CA only.
+    #[serde(default)]
+    pub cert_issuer: Option<String>,
+}
+
+/// What certkeeper learned about one issuer (a directory with a profile) from the certificates it gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedLifetime {
+    /// notAfter − notBefore of the last certificate it issued, in seconds.
+    pub lifetime_secs: u64,
+    /// That certificate's serial.
+    pub serial: String,
+    /// When it was issued (notBefore).
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued: OffsetDateTime,
+}
+
+/// The lifetimes learned per issuer, keyed by [`issuer_key`].
+pub type IssuerLog = std::collections::BTreeMap<String, LearnedLifetime>;
+
+/// The key of an issuer in the [`IssuerLog`]: its directory and the profile ordered (a CA's profiles differ in
+/// lifetime, so each is learned on its own).
+pub fn issuer_key(directory: &str, profile: Option<&str>) -> String {
+    match profile {
+        Some(p) => format!("{directory} profile={p}"),
+        None => directory.to_owned(),
+    }
 }
 
 /// An ACME order being finalized: where it is and the key its certificate is for.

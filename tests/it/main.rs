@@ -5,6 +5,7 @@
 //! - [`cli`]: `check`, `status`, config errors and unknown deployments.
 //! - [`files`]: the files target against a real mosquitto.
 //! - [`daemon`]: `certkeeper run`: cron, signals, sd_notify, the lock.
+//! - [`issuers`]: issuers with fallback against the target's lifetime rule, `check --online`.
 //! - [`planning`]: ARI, the request budget, dry run, profiles, EAB.
 //! - [`fleet`]: the concurrent pass, shared budgets, deployment locks.
 //! - [`health`]: `status` exit codes and JSON, no secrets needed, journald priorities.
@@ -24,6 +25,7 @@ mod files;
 mod fleet;
 mod fuzz_regressions;
 mod health;
+mod issuers;
 mod metrics;
 mod notify;
 mod planning;

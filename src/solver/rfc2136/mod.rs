@@ -213,6 +213,26 @@ impl Rfc2136Solver {
         Ok(())
     }
 
+    /// Finds each owner's zone, then adds and deletes one TXT record at the first owner with its own random
+    /// value: the server checks the TSIG signature and the key's permission on both, and nothing stays.
+    async fn verify_owners(&self, owners: &[String]) -> Result<(), SolverError> {
+        self.preflight_owners(owners).await?;
+        let Some(first) = owners.first() else {
+            return Ok(());
+        };
+        let owner = parse_name(first, "record owner")?;
+        let server = self.server().await?;
+        let zone = self.zone_for(&owner, &server).await?;
+        let value = format!(
+            "certkeeper-credentials-check-{:016x}",
+            rand::random::<u64>()
+        );
+        self.update(&server, &zone, &owner, &value, Change::Add)
+            .await?;
+        self.update(&server, &zone, &owner, &value, Change::Delete)
+            .await
+    }
+
     /// Returns the zone that holds `owner`: the configured one, or the one found by SOA queries (cached).
     async fn zone_for(&self, owner: &Name, server: &Server<'_>) -> Result<Name, SolverError> {
         if let Some(zone) = &self.settings.zone {
@@ -329,6 +349,10 @@ impl Dns01Solver for Rfc2136Solver {
 
     fn preflight<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {
         Box::pin(self.preflight_owners(owners))
+    }
+
+    fn verify_credentials<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {
+        Box::pin(self.verify_owners(owners))
     }
 }
 

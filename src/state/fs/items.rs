@@ -5,6 +5,7 @@
 //! account.json                   ACME accounts, one per CA directory (secret)
 //! budget.json                    vendor requests per API key (changed under update.lock)
 //! notify.json                    notified states and undelivered notifications
+//! issuers.json                   certificate lifetimes learned per issuer (changed under update.lock)
 //! deployments/<id>.json          the record
 //! deployments/<id>.pem           the bundle in flight: key then chain (secret)
 //! deployments/<id>.order.json    the order being finalized, with its key (secret)
@@ -19,13 +20,14 @@ use serde::{Deserialize, Serialize};
 use super::{Store, StoreError, read_state_file};
 use crate::certs::Bundle;
 use crate::state::{
-    AccountCredentials, BudgetLog, DeploymentLock, JournalEntry, NotifyLog, PendingOrder, Record,
-    StateStore,
+    AccountCredentials, BudgetLog, DeploymentLock, IssuerLog, JournalEntry, LearnedLifetime,
+    NotifyLog, PendingOrder, Record, StateStore,
 };
 
 const ACCOUNTS_FILE: &str = "account.json";
 const BUDGET_FILE: &str = "budget.json";
 const NOTIFY_FILE: &str = "notify.json";
+const ISSUERS_FILE: &str = "issuers.json";
 
 fn record_file(id: &str) -> String {
     format!("deployments/{id}.json")
@@ -197,6 +199,18 @@ impl StateStore for Store {
 
     fn notify_log(&self) -> Result<NotifyLog, StoreError> {
         Ok(self.read_json(NOTIFY_FILE)?.unwrap_or_default())
+    }
+
+    fn issuer_log(&self) -> Result<IssuerLog, StoreError> {
+        Ok(self.read_json(ISSUERS_FILE)?.unwrap_or_default())
+    }
+
+    fn save_issuer_lifetime(&self, key: &str, learned: &LearnedLifetime) -> Result<(), StoreError> {
+        self.updating(|| {
+            let mut log: IssuerLog = self.read_json(ISSUERS_FILE)?.unwrap_or_default();
+            log.insert(key.to_owned(), learned.clone());
+            self.write_json(ISSUERS_FILE, &log)
+        })
     }
 
     fn update_notify_log(
