@@ -225,7 +225,7 @@ fn check(config: &Config) -> u8 {
             d.id,
             d.domains.join(", "),
             dns.name,
-            dns.server,
+            dns.describe(),
         );
     }
     println!(

@@ -16,10 +16,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+mod build;
+pub mod config;
 pub(crate) mod dns;
+pub mod exec;
 pub mod journal;
 pub mod rfc2136;
 
+pub use build::{DNS_QUERY_TIMEOUT, build};
+pub use exec::{ExecError, ExecSolver};
 pub use rfc2136::{Rfc2136Error, Rfc2136Settings, Rfc2136Solver, TsigAlgorithm, TsigErrorCode};
 
 /// The label RFC 8555 §8.4 puts in front of the validated name.
@@ -130,6 +135,10 @@ pub enum SolverError {
     /// A failure only an RFC 2136 server reports (TSIG, REFUSED, NOTAUTH, an update RCODE).
     #[error(transparent)]
     Rfc2136(#[from] rfc2136::Rfc2136Error),
+
+    /// A failure only an exec hook reports (cannot start, non-zero exit, timeout).
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
 
     /// The owner is not inside the zone (RCODE NOTZONE, or found out before sending).
     #[error(
