@@ -5,6 +5,8 @@ use std::time::Duration;
 use secrecy::ExposeSecret as _;
 
 use super::Dns01Solver;
+use super::acme_dns::AcmeDnsSolver;
+use super::cloudflare::CloudflareSolver;
 use super::config::{DnsConfig, DnsProvider};
 use super::exec::ExecSolver;
 use super::rfc2136::{Rfc2136Settings, Rfc2136Solver};
@@ -25,5 +27,7 @@ pub fn build(config: &DnsConfig) -> Box<dyn Dns01Solver> {
             propagation_timeout: config.shared.propagation_timeout,
         })),
         DnsProvider::Exec(c) => Box::new(ExecSolver::new(c.clone())),
+        DnsProvider::AcmeDns(c) => Box::new(AcmeDnsSolver::new(&config.name, c.clone())),
+        DnsProvider::Cloudflare(c) => Box::new(CloudflareSolver::new(c.clone())),
     }
 }

@@ -31,7 +31,7 @@ const SHARED_KEYS: [&str; 5] = [
 ];
 
 /// The providers `provider = "..."` may name, for messages.
-const PROVIDERS: &str = "\"rfc2136\", \"exec\"";
+const PROVIDERS: &str = "\"rfc2136\", \"exec\", \"acme-dns\", \"cloudflare\"";
 
 /// `[dns.NAME]`, resolved: one provider and the shared settings.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ impl DnsConfig {
     pub fn rfc2136(&self) -> Option<&crate::solver::rfc2136::config::Rfc2136Config> {
         match &self.provider {
             DnsProvider::Rfc2136(c) => Some(c),
-            DnsProvider::Exec(_) => None,
+            DnsProvider::Exec(_) | DnsProvider::AcmeDns(_) | DnsProvider::Cloudflare(_) => None,
         }
     }
 
@@ -59,6 +59,8 @@ impl DnsConfig {
         match &self.provider {
             DnsProvider::Rfc2136(c) => c.server.clone(),
             DnsProvider::Exec(c) => format!("exec {}", c.command.join(" ")),
+            DnsProvider::AcmeDns(c) => format!("acme-dns {}", c.server),
+            DnsProvider::Cloudflare(c) => format!("cloudflare {}", c.api_url),
         }
     }
 }
@@ -71,6 +73,10 @@ pub enum DnsProvider {
     Rfc2136(crate::solver::rfc2136::config::Rfc2136Config),
     /// `provider = "exec"`: an operator's hook program.
     Exec(crate::solver::exec::config::ExecConfig),
+    /// `provider = "acme-dns"`: an acme-dns server's API, with CNAME delegation.
+    AcmeDns(crate::solver::acme_dns::config::AcmeDnsConfig),
+    /// `provider = "cloudflare"`: Cloudflare's API v4 with an API token.
+    Cloudflare(crate::solver::cloudflare::config::CloudflareConfig),
 }
 
 /// The settings every provider shares (the layer above the providers applies them, `solver/layer.rs`).
@@ -168,6 +174,18 @@ fn resolve_section(
             deserialize(cx, &table, span.clone())?,
         )?),
         "exec" => DnsProvider::Exec(crate::solver::exec::config::resolve(
+            cx,
+            name,
+            span.clone(),
+            deserialize(cx, &table, span.clone())?,
+        )?),
+        "acme-dns" => DnsProvider::AcmeDns(crate::solver::acme_dns::config::resolve(
+            cx,
+            name,
+            span.clone(),
+            deserialize(cx, &table, span.clone())?,
+        )?),
+        "cloudflare" => DnsProvider::Cloudflare(crate::solver::cloudflare::config::resolve(
             cx,
             name,
             span.clone(),

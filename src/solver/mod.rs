@@ -16,14 +16,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub mod acme_dns;
 mod build;
+pub mod cloudflare;
 pub mod config;
 pub(crate) mod dns;
 pub mod exec;
+mod hosted_http;
 pub mod journal;
 pub mod rfc2136;
 
+pub use acme_dns::{AcmeDnsError, AcmeDnsSolver};
 pub use build::{DNS_QUERY_TIMEOUT, build};
+pub use cloudflare::{CloudflareError, CloudflareSolver};
 pub use exec::{ExecError, ExecSolver};
 pub use rfc2136::{Rfc2136Error, Rfc2136Settings, Rfc2136Solver, TsigAlgorithm, TsigErrorCode};
 
@@ -139,6 +144,14 @@ pub enum SolverError {
     /// A failure only an exec hook reports (cannot start, non-zero exit, timeout).
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
+
+    /// A failure only acme-dns reports (credentials, a refused update).
+    #[error(transparent)]
+    AcmeDns(#[from] acme_dns::AcmeDnsError),
+
+    /// A failure only Cloudflare's API reports (token, zone, a refused record).
+    #[error(transparent)]
+    Cloudflare(#[from] cloudflare::CloudflareError),
 
     /// The owner is not inside the zone (RCODE NOTZONE, or found out before sending).
     #[error(
