@@ -42,6 +42,8 @@ pub struct Knsupdate {
     pub host: String,
     /// The server's port.
     pub port: u16,
+    /// The zone every update is for.
+    pub zone: String,
     /// `ALGORITHM:NAME`, e.g. `hmac-sha256:acme-update.`.
     pub key: String,
     /// The base64 TSIG secret.
@@ -53,6 +55,7 @@ impl std::fmt::Debug for Knsupdate {
         f.debug_struct("Knsupdate")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("zone", &self.zone)
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
@@ -75,8 +78,8 @@ impl Publisher for Knsupdate {
 impl Knsupdate {
     fn script(&self, changes: &[Change]) -> String {
         let mut script = format!(
-            "server {} {}\nkey {} {}\n",
-            self.host, self.port, self.key, self.secret
+            "server {} {}\nzone {}\nkey {} {}\n",
+            self.host, self.port, self.zone, self.key, self.secret
         );
         for change in changes {
             match change {

@@ -26,6 +26,9 @@ pub struct CommonArgs {
     /// The DNS server that takes the RFC 2136 updates, `HOST:PORT` (e.g. the test bed's knotd).
     #[arg(long, value_name = "HOST:PORT")]
     pub dns_server: SocketAddr,
+    /// The zone the updates are for (knsupdate needs it named), e.g. `example.test.`.
+    #[arg(long, value_name = "ZONE")]
+    pub zone: String,
     /// The TSIG key's name.
     #[arg(long, value_name = "NAME")]
     pub tsig_key: String,
@@ -58,6 +61,7 @@ impl CommonArgs {
         Ok(Knsupdate {
             host: self.dns_server.ip().to_string(),
             port: self.dns_server.port(),
+            zone: self.zone.clone(),
             key: format!("{}:{}", self.tsig_algorithm, self.tsig_key),
             secret,
         })
