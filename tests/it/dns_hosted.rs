@@ -303,3 +303,48 @@ fn acme_dns_wrong_password_is_one_clear_line() {
     );
     case.assert_invariants();
 }
+
+#[test]
+fn cloudflare_cleanup_after_a_kill_removes_exactly_its_value() {
+    use certkeeper::solver::cloudflare::CloudflareConfig;
+    use certkeeper::solver::{CloudflareSolver, Dns01Solver, TxtRecord};
+    let case = Case::new("cf-kill");
+    let standin = cloudflare(&case);
+    // The bed starts its own runtime: this test's comes after it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = CloudflareConfig {
+            api_url: format!("http://{}/client/v4", standin.addr),
+            api_token: TOKEN.to_owned().into(),
+            zone_id: None,
+        };
+        let mine = TxtRecord::for_domain("t-cf-kill.example.test", "m".repeat(43));
+        let other = TxtRecord::for_domain("t-cf-kill.example.test", "o".repeat(43));
+        let before_kill = CloudflareSolver::new(config.clone());
+        before_kill.present(&mine).await.unwrap();
+        before_kill.present(&other).await.unwrap();
+        // Presenting again (a journal replay) is not an error.
+        before_kill.present(&mine).await.unwrap();
+        drop(before_kill);
+
+        // A new process knows no record id: it finds the record by name and content, over pages of one.
+        let after_kill = CloudflareSolver::new(config);
+        after_kill.cleanup(&mine).await.unwrap();
+        after_kill.cleanup(&mine).await.unwrap();
+
+        let left = standin.admin("GET", "/_admin/records", None, 200);
+        let contents: Vec<&str> = left
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(contents, [other.value.as_str()]);
+        assert_eq!(bed().txt_records(&mine.fqdn), [other.value.clone()]);
+        after_kill.cleanup(&other).await.unwrap();
+        assert!(bed().txt_records(&mine.fqdn).is_empty());
+    });
+}
