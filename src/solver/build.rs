@@ -40,7 +40,11 @@ fn provider(config: &DnsConfig) -> Box<dyn Dns01Solver> {
             check_propagation: false,
         })),
         DnsProvider::Exec(c) => Box::new(ExecSolver::new(c.clone())),
-        DnsProvider::AcmeDns(c) => Box::new(AcmeDnsSolver::new(&config.name, c.clone())),
+        DnsProvider::AcmeDns(c) => Box::new(AcmeDnsSolver::new(
+            &config.name,
+            c.clone(),
+            config.shared.follow_cname,
+        )),
         DnsProvider::Cloudflare(c) => Box::new(CloudflareSolver::new(c.clone())),
     }
 }

@@ -348,3 +348,39 @@ fn cloudflare_cleanup_after_a_kill_removes_exactly_its_value() {
         assert!(bed().txt_records(&mine.fqdn).is_empty());
     });
 }
+
+#[test]
+fn acme_dns_without_the_cname_fails_before_any_order() {
+    let case = Case::new("adns-nocname");
+    let domains = ["t-adns-nocname.example.test"];
+    case.deployment("t-adns-nocname", "one-way", due());
+    let standin = acme_dns(&case);
+    let file = case.dir.path().join("acme-dns.json");
+    let builder = case.config().deployment("t-adns-nocname", &domains);
+    let config = write_with_dns(&builder, &acme_dns_keys(&standin, &file));
+    let domain = "t-adns-nocname.example.test";
+    let register = case.run(
+        &config,
+        &["dns", "register", "--dns", "bed", "--domain", domain],
+    );
+    assert_eq!(register.code(), Some(0), "{register}");
+
+    let exclusive = bed().exclusive();
+    let run = case.run(&config, &["renew"]);
+    let acme = exclusive.delta();
+    drop(exclusive);
+
+    assert_eq!(run.code(), Some(1), "{run}");
+    let failures = run.failures_of("t-adns-nocname");
+    assert_eq!(failures.len(), 1, "{run}");
+    assert!(
+        failures[0].contains("is not a CNAME to the acme-dns account"),
+        "{}",
+        failures[0]
+    );
+    assert_eq!(
+        acme.orders, 0,
+        "an order was placed for a domain that is not delegated"
+    );
+    assert_eq!(count(&standin.requests(), "POST", "/update"), 0);
+}

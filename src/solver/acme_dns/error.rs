@@ -81,4 +81,18 @@ pub enum AcmeDnsError {
         /// What went wrong.
         reason: String,
     },
+
+    /// `_acme-challenge.<domain>` is not delegated to the account (no CNAME to its `fulldomain`), so the CA
+    /// would never see what acme-dns serves. Found before an order is placed.
+    #[error(
+        "`{owner}` is not a CNAME to the acme-dns account's {fulldomain} — create `{owner} CNAME {fulldomain}.` in the zone of `{domain}`"
+    )]
+    NotDelegated {
+        /// The challenge owner, `_acme-challenge.<domain>`.
+        owner: String,
+        /// The domain.
+        domain: String,
+        /// The account's `fulldomain`.
+        fulldomain: String,
+    },
 }

@@ -65,15 +65,19 @@ pub struct AcmeDnsSolver {
     /// The `[dns.NAME]` section, for messages.
     dns: String,
     config: AcmeDnsConfig,
+    /// The section's `follow_cname`: then the layer hands us the CNAME's target, and an owner that is not an
+    /// account's `fulldomain` means the delegation is missing.
+    follow_cname: bool,
     http: Result<reqwest::Client, String>,
 }
 
 impl AcmeDnsSolver {
-    /// A solver for `[dns.<dns>]`. Nothing is read or sent until used.
-    pub fn new(dns: &str, config: AcmeDnsConfig) -> Self {
+    /// A solver for `[dns.<dns>]`; `follow_cname` is the section's. Nothing is read or sent until used.
+    pub fn new(dns: &str, config: AcmeDnsConfig, follow_cname: bool) -> Self {
         Self {
             dns: dns.to_owned(),
             config,
+            follow_cname,
             http: hosted_http::client(),
         }
     }
@@ -151,7 +155,15 @@ impl Dns01Solver for AcmeDnsSolver {
     fn preflight<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {
         Box::pin(async move {
             for owner in owners {
-                self.account(owner)?;
+                let account = self.account(owner)?;
+                if self.follow_cname && normal(&account.fulldomain) != normal(owner) {
+                    return Err(AcmeDnsError::NotDelegated {
+                        owner: normal(owner) + ".",
+                        domain: domain_of(owner),
+                        fulldomain: normal(&account.fulldomain),
+                    }
+                    .into());
+                }
             }
             Ok(())
         })
