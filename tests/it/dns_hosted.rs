@@ -343,7 +343,7 @@ fn cloudflare_cleanup_after_a_kill_removes_exactly_its_value() {
             .map(|r| r["content"].as_str().unwrap())
             .collect();
         assert_eq!(contents, [other.value.as_str()]);
-        assert_eq!(bed().txt_records(&mine.fqdn), [other.value.clone()]);
+        assert_eq!(bed().txt_records(&mine.fqdn), vec![other.value.clone()]);
         after_kill.cleanup(&other).await.unwrap();
         assert!(bed().txt_records(&mine.fqdn).is_empty());
     });
