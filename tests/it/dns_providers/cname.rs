@@ -1,0 +1,1 @@
+//! `_acme-challenge` delegated by CNAME into another zone.
