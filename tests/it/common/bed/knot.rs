@@ -167,11 +167,15 @@ pub(crate) fn start_knot_spec(
 
 /// Waits until the knotd on `port` answers the SOA of `zone` (for a secondary: until its first transfer).
 pub fn wait_for_soa(port: u16, zone: &str, log: &Path) -> Result<(), BedError> {
+    wait_for_answer(port, zone, log, "+norecurse")
+}
+
+fn wait_for_answer(port: u16, zone: &str, log: &Path, recursion: &str) -> Result<(), BedError> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         let out = Command::new("kdig")
             .args(["@127.0.0.1", "-p", &port.to_string()])
-            .args(["+short", "+norecurse", "+time=1", "+retry=0", "SOA", zone])
+            .args(["+short", recursion, "+time=1", "+retry=0", "SOA", zone])
             .output()
             .map_err(|e| format!("cannot run kdig (apt-get install knot-dnsutils): {e}"))?;
         if out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
@@ -218,5 +222,45 @@ impl Bed {
     /// When it cannot be started.
     pub fn pebble_resolving_at(&self, name: &str, dns_port: u16) -> Result<Pebble, BedError> {
         start_pebble(&self.dir, name, dns_port, 0, &self.children)
+    }
+}
+
+impl Bed {
+    /// Starts an unbound resolving `zones` at the knotd on `knot_port` (stub zones, no cache, no DNSSEC) and
+    /// returns its port: a recursive resolver for a Pebble that must follow CNAMEs across zones, which an
+    /// authoritative knotd does not chase. Runs until the bed shuts down.
+    ///
+    /// # Errors
+    /// When it cannot be started or does not answer.
+    pub fn unbound_for(&self, name: &str, knot_port: u16, zones: &[&str]) -> Result<u16, BedError> {
+        let dir = self.dir.join(name);
+        fs::create_dir_all(&dir)?;
+        let port = free_udp_tcp_port()?;
+        let mut conf = format!(
+            "server:\n    interface: 127.0.0.1\n    port: {port}\n    do-daemonize: no\n    username: \"\"\n    \
+             chroot: \"\"\n    directory: \"{d}\"\n    pidfile: \"\"\n    use-syslog: no\n    logfile: \"\"\n    \
+             do-ip6: no\n    do-not-query-localhost: no\n    access-control: 127.0.0.0/8 allow\n    \
+             module-config: \"iterator\"\n    cache-max-ttl: 0\n    cache-max-negative-ttl: 0\n    \
+             local-zone: \"test.\" nodefault\n    domain-insecure: \"test.\"\n    num-threads: 1\n\
+             remote-control:\n    control-enable: no\n",
+            d = dir.display()
+        );
+        for zone in zones {
+            conf.push_str(&format!(
+                "stub-zone:\n    name: \"{zone}\"\n    stub-addr: 127.0.0.1@{knot_port}\n"
+            ));
+        }
+        let conf_path = dir.join("unbound.conf");
+        fs::write(&conf_path, conf)?;
+        let log = dir.join("unbound.log");
+        let mut cmd = Command::new(sbin("unbound"));
+        cmd.arg("-d").arg("-c").arg(&conf_path);
+        redirect(&mut cmd, &log)?;
+        let child = spawn_owned(cmd)
+            .map_err(|e| format!("cannot start unbound (apt-get install unbound): {e}"))?;
+        lock(&self.children).push(child);
+        let zone = zones.first().copied().unwrap_or(ZONE);
+        wait_for_answer(port, zone, &log, "+recurse")?;
+        Ok(port)
     }
 }
