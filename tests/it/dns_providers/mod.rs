@@ -4,9 +4,11 @@
 //!   wildcard + apex with a hook that deletes the whole TXT set at cleanup (as acme.sh's scripts do).
 //! - [`secondary`]: `propagation = "authoritative"` waits for a lagging secondary that Pebble resolves at.
 //! - [`cname`]: `_acme-challenge` delegated by CNAME into another zone.
+//! - [`layer`]: the shared layer against knotd alone: CNAME loops, a stuck server named, the journal at the target.
 
 mod cname;
 mod exec;
+mod layer;
 mod secondary;
 
 use std::path::Path;
