@@ -134,7 +134,10 @@ fn the_journal_keeps_the_cname_target_and_the_next_pass_removes_it_there() {
         block_on(journaled.present(&rec)).unwrap();
         // The process is killed here: no cleanup.
     }
-    assert_eq!(txt_at(knot.port, "j.delegate.test."), [rec.value.clone()]);
+    assert_eq!(
+        txt_at(knot.port, "j.delegate.test."),
+        std::slice::from_ref(&rec.value)
+    );
     assert_eq!(
         state.journal("t-journal").unwrap(),
         [("j.delegate.test.".to_owned(), rec.value.clone())],
