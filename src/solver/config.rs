@@ -54,11 +54,13 @@ impl DnsConfig {
     }
 
     /// Returns a one-line description for `certkeeper check`, without secrets: `127.0.0.1:53` for rfc2136,
-    /// `exec /usr/local/bin/hook` for a hook.
+    /// `exec /usr/local/bin/hook` for a hook (its program only: later arguments may carry a token).
     pub fn describe(&self) -> String {
         match &self.provider {
             DnsProvider::Rfc2136(c) => c.server.clone(),
-            DnsProvider::Exec(c) => format!("exec {}", c.command.join(" ")),
+            DnsProvider::Exec(c) => {
+                format!("exec {}", c.command.first().map_or("", String::as_str))
+            }
             DnsProvider::AcmeDns(c) => format!("acme-dns {}", c.server),
             DnsProvider::Cloudflare(c) => format!("cloudflare {}", c.api_url),
         }

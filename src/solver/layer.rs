@@ -123,7 +123,7 @@ impl LayeredSolver {
                 None => {
                     let (_, mname) = self.lookup.zone_of(owner).await?;
                     let addrs = self.lookup.addresses(&mname, 53).await?;
-                    Ok(vec![Named::new(&mname, 53, addrs)])
+                    Ok(vec![Named::new(&mname, 53, addrs, self.query_timeout)])
                 }
             },
             Propagation::Authoritative if !self.shared.propagation_servers.is_empty() => {
@@ -155,7 +155,7 @@ impl LayeredSolver {
                     .map(|ip| SocketAddr::new(ip, port))
                     .collect()
             };
-            out.push(Named::new(&host, port, addrs));
+            out.push(Named::new(&host, port, addrs, self.query_timeout));
         }
         if let Some(primary) = &self.primary {
             let primary = self.named(primary).await?;
@@ -203,12 +203,12 @@ struct Named {
 }
 
 impl Named {
-    fn new(host: &Name, port: u16, addrs: Vec<SocketAddr>) -> Self {
+    fn new(host: &Name, port: u16, addrs: Vec<SocketAddr>, query_timeout: Duration) -> Self {
         let host = host.to_ascii();
         Self {
             label: format!("{}:{port}", host.trim_end_matches('.')),
             addrs,
-            query_timeout: super::DNS_QUERY_TIMEOUT,
+            query_timeout,
         }
     }
 
