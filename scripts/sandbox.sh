@@ -6,7 +6,7 @@
 #   scripts/sandbox.sh              install what is missing, build, run the sandbox
 #   scripts/sandbox.sh --deps-only  only install what is missing (used by .ci/run)
 #
-# Installs, only when missing: the Debian packages pebble, knot, knot-dnsutils, mosquitto, mosquitto-clients,
+# Installs, only when missing: the Debian packages pebble, knot, knot-dnsutils, unbound, mosquitto, mosquitto-clients,
 # procps (note: the knot and mosquitto packages also enable their system services), a C compiler (aws-lc-sys builds C code), and a Rust toolchain via rustup.
 # Uses sudo for apt-get unless run as root.
 set -euo pipefail
@@ -33,6 +33,9 @@ install_packages() {
     have pebble || missing+=(pebble)
     have knotd || missing+=(knot)
     { have kdig && have knsupdate; } || missing+=(knot-dnsutils)
+    # The CNAME delegation test: Pebble resolves through a real recursive resolver, which follows the CNAME
+    # into another zone (an authoritative knotd does not).
+    have unbound || missing+=(unbound)
     # The files target tests run a real mosquitto and reload it with /usr/bin/kill (procps; `command -v kill`
     # would find the shell builtin).
     have mosquitto || missing+=(mosquitto)

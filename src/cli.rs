@@ -94,6 +94,11 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// DNS providers: `dns register` creates an acme-dns account for a domain
+    Dns {
+        #[command(subcommand)]
+        action: DnsAction,
+    },
     /// Failure notifications: `notify test` sends a test message through every [[notify]] channel
     Notify {
         #[command(subcommand)]
@@ -108,6 +113,20 @@ enum Command {
         /// Only this deployment (repeatable); default: all configured
         #[arg(long = "deployment", value_name = "ID")]
         deployments: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsAction {
+    /// Register an acme-dns account for a domain, save it in the section's credentials_file (0600) and
+    /// print the CNAME to create
+    Register {
+        /// The `[dns.NAME]` section (provider = "acme-dns")
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: String,
+        /// The domain the account is for (`*.` and a trailing dot are dropped)
+        #[arg(long, value_name = "DOMAIN")]
+        domain: String,
     },
 }
 
@@ -165,6 +184,9 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Run => run(path, config),
+        Command::Dns {
+            action: DnsAction::Register { dns, domain },
+        } => dns_register(&config, &dns, &domain),
         Command::Issue {
             deployment,
             out,
@@ -234,7 +256,7 @@ fn check(config: &Config) -> u8 {
             d.id,
             d.domains.join(", "),
             dns.name,
-            dns.server,
+            dns.describe(),
         );
     }
     let fallbacks: Vec<String> = config.acme.issuers[1..]
@@ -371,6 +393,42 @@ fn notify_test(config: &Config) -> u8 {
         }
     }
     code
+}
+
+fn dns_register(config: &Config, dns: &str, domain: &str) -> u8 {
+    use certkeeper::config::DnsProvider;
+    let Some(section) = config.dns.get(dns) else {
+        fail!("error: {} has no [dns.{dns}]", config.path.display());
+        return EXIT_USAGE;
+    };
+    let DnsProvider::AcmeDns(acme_dns) = &section.provider else {
+        fail!(
+            "error: [dns.{dns}] is not provider = \"acme-dns\"; only acme-dns accounts are registered"
+        );
+        return EXIT_USAGE;
+    };
+    let Some(runtime) = runtime() else {
+        return EXIT_FAILED;
+    };
+    match runtime.block_on(certkeeper::solver::acme_dns::register::register(
+        acme_dns, domain,
+    )) {
+        Ok(done) => {
+            println!(
+                "registered {} at {}; credentials saved in {}",
+                done.domain,
+                acme_dns.server,
+                done.file.display()
+            );
+            println!("create this record in the zone of {}:", done.domain);
+            println!("{}", done.cname());
+            EXIT_OK
+        }
+        Err(e) => {
+            fail!("error: {e}");
+            EXIT_FAILED
+        }
+    }
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {

@@ -12,7 +12,7 @@
 //! - `values.rs`: host:port, offsets, DNS names, line and column.
 //!
 //! A target or DNS provider owns its section: `[emqx.NAME]` is in `deploy/emqx/config.rs`,
-//! `[deployment.files]` in `deploy/files/config.rs`, `[dns.NAME]` in `solver/rfc2136/config.rs`. They are
+//! `[deployment.files]` in `deploy/files/config.rs`, `[dns.NAME]` in `solver/config.rs` (shared keys) and each provider's `config.rs`. They are
 //! dispatched by hand (on `provider`, on the presence of `[deployment.files]`), because a `#[serde(tag)]` enum
 //! loses `toml::Spanned` line/column errors.
 //!
@@ -40,7 +40,7 @@ pub use crate::deploy::emqx::config::{
     DEFAULT_RATE_WINDOW, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT, DEFAULT_WRITE_LIMIT,
     EmqxConfig, IssuerKeyMatch, TlsType,
 };
-pub use crate::solver::rfc2136::config::DnsConfig;
+pub use crate::solver::config::{DnsConfig, DnsProvider, DnsShared, Propagation};
 pub use issuers::{FIRST_ISSUER_NAME, Issuer};
 pub(crate) use loader::Loader;
 pub use secrets::read_bounded;
@@ -274,7 +274,8 @@ mod raw {
         pub state_dir: Option<PathBuf>,
         pub acme: Option<Spanned<Acme>>,
         #[serde(default)]
-        pub dns: BTreeMap<String, Spanned<crate::solver::rfc2136::config::RawDns>>,
+        /// Only checked to be tables here: `solver/config.rs` reads them again with spans per provider.
+        pub dns: BTreeMap<String, toml::Table>,
         #[serde(default)]
         pub emqx: BTreeMap<String, Spanned<crate::deploy::emqx::config::RawEmqx>>,
         #[serde(default)]
@@ -414,11 +415,8 @@ impl Config {
             notify.push(crate::notify::config::resolve(&mut loader, raw)?);
         }
         let metrics = loader.metrics(raw.metrics)?;
-        let mut dns = BTreeMap::new();
-        for (name, section) in raw.dns {
-            let parsed = crate::solver::rfc2136::config::resolve(&mut loader, &name, section)?;
-            dns.insert(name, parsed);
-        }
+        drop(raw.dns);
+        let dns = crate::solver::config::resolve_all(&mut loader)?;
         let mut emqx = BTreeMap::new();
         for (name, section) in raw.emqx {
             let parsed = crate::deploy::emqx::config::resolve(&mut loader, &name, section)?;

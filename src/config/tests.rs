@@ -36,7 +36,7 @@ fn minimal_config_resolves_defaults_and_references() {
         (Some("prod"), "primary")
     );
     assert_eq!(c.emqx["prod"].url, "https://api.example/api/v1");
-    assert_eq!(c.dns["primary"].tsig_key, "k.");
+    assert_eq!(c.dns["primary"].rfc2136().unwrap().tsig_key, "k.");
     assert_eq!(c.acme.directory, LETSENCRYPT_STAGING);
     assert_eq!(c.acme.key_format, KeyFormat::Traditional);
 }

@@ -36,7 +36,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use secrecy::ExposeSecret as _;
 use time::OffsetDateTime;
 
 pub use error::{BudgetLeft, Done, RenewError, Report, day};
@@ -52,8 +51,8 @@ use crate::deploy::emqx::{Account, EmqxTarget};
 use crate::deploy::files::FilesTarget;
 use crate::deploy::{DryRun, Target};
 use crate::plan::{self, Plan};
+use crate::solver::Dns01Solver;
 use crate::solver::journal::JournaledSolver;
-use crate::solver::rfc2136::{Rfc2136Settings, Rfc2136Solver};
 use crate::state::{CertRecord, Record, Step};
 use crate::state::{ReadOnly, StateStore};
 
@@ -66,8 +65,6 @@ pub const CONFIRM_READS: u32 = 3;
 /// How many orders one renewal may place when the CA or DNS fail transiently (each a new order, never a
 /// second certificate: once finalization was requested, the same order is resumed instead).
 pub const ACME_ATTEMPTS: u32 = 4;
-/// Per-exchange timeout of DNS queries and updates.
-const DNS_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Holds the targets, solvers and CA clients a pass needs; build one per config load.
 pub struct Pipeline {
@@ -76,7 +73,7 @@ pub struct Pipeline {
     budget: Arc<Budget>,
     accounts: BTreeMap<String, Arc<Account>>,
     targets: BTreeMap<String, Box<dyn Target>>,
-    solvers: BTreeMap<String, Rfc2136Solver>,
+    solvers: BTreeMap<String, Box<dyn Dns01Solver>>,
     /// One client per issuer, in `[acme] issuers` order.
     acme: Vec<tokio::sync::OnceCell<AcmeClient>>,
     staging: tokio::sync::OnceCell<AcmeClient>,
@@ -152,18 +149,7 @@ impl Pipeline {
         let solvers = config
             .dns
             .iter()
-            .map(|(name, c)| {
-                let settings = Rfc2136Settings {
-                    server: c.server.clone(),
-                    key_name: c.tsig_key.clone(),
-                    algorithm: c.tsig_algorithm,
-                    secret: c.tsig_secret.expose_secret().to_vec().into(),
-                    zone: c.zone.clone(),
-                    query_timeout: DNS_QUERY_TIMEOUT,
-                    propagation_timeout: c.propagation_timeout,
-                };
-                (name.clone(), Rfc2136Solver::new(settings))
-            })
+            .map(|(name, c)| (name.clone(), crate::solver::build(c)))
             .collect();
         let acme = (0..config.acme.issuers.len())
             .map(|_| tokio::sync::OnceCell::new())
@@ -372,7 +358,7 @@ impl Pipeline {
 
     /// The deployment's DNS-01 solver, journaling what it publishes.
     fn journaled<'a>(&'a self, d: &'a Deployment) -> JournaledSolver<'a> {
-        JournaledSolver::new(&self.solvers[&d.dns], &*self.state, &d.id)
+        JournaledSolver::new(&*self.solvers[&d.dns], &*self.state, &d.id)
     }
 }
 

@@ -12,7 +12,6 @@ use super::Pipeline;
 use crate::acme::AcmeClient;
 use crate::config::Issuer;
 use crate::deploy::emqx::client::error_chain;
-use crate::solver::Dns01Solver as _;
 
 /// The answer to one question of `check --online`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +146,7 @@ impl Pipeline {
                 .await
                 .map(|()| {
                     format!(
-                        "zone found for {} owner(s), credentials accepted (a test record at {} added and removed)",
+                        "{} challenge owner(s) can be published (from {}), credentials accepted",
                         owners.len(),
                         owners[0]
                     )

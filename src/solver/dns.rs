@@ -161,9 +161,21 @@ impl<'a> Server<'a> {
         record_type: RecordType,
         limit: Duration,
     ) -> Result<Message, NetError> {
+        self.query_rd(name, record_type, limit, false).await
+    }
+
+    /// [`Server::query`] with the RD bit as given: set for lookups through a recursive resolver (CNAMEs,
+    /// zones, NS records of zones the server does not serve), clear for authoritative servers.
+    pub(crate) async fn query_rd(
+        &self,
+        name: &Name,
+        record_type: RecordType,
+        limit: Duration,
+        recursion_desired: bool,
+    ) -> Result<Message, NetError> {
         let id = rand::random();
         let mut request = Message::new(id, MessageType::Query, OpCode::Query);
-        request.metadata.recursion_desired = false;
+        request.metadata.recursion_desired = recursion_desired;
         request.add_query(Query::query(name.clone(), record_type));
         let mut edns = Edns::new();
         edns.set_max_payload(UDP_PAYLOAD);

@@ -1,7 +1,13 @@
 //! A journal of the TXT records published for one deployment, so that a process killed between publishing
 //! and removing them leaves the next pass a list to clean up.
+//!
+//! The journal keeps each record where it is really published ([`Dns01Solver::resolve`]: at the end of a
+//! CNAME chain), so the next pass removes exactly what was added, even if the CNAME changed meanwhile.
 
-use super::{Dns01Solver, SolverError, SolverFuture, TxtRecord};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use super::{Dns01Solver, ResolveFuture, SolverError, SolverFuture, TxtRecord};
 use crate::state::StateStore;
 use crate::state::StoreError;
 
@@ -10,12 +16,33 @@ pub struct JournaledSolver<'a> {
     inner: &'a dyn Dns01Solver,
     state: &'a dyn StateStore,
     id: &'a str,
+    /// Where each record presented through this journal went, so cleanup removes exactly that.
+    targets: Mutex<HashMap<TxtRecord, TxtRecord>>,
 }
 
 impl<'a> JournaledSolver<'a> {
     /// Journals the records `inner` publishes for deployment `id` in `state`.
     pub fn new(inner: &'a dyn Dns01Solver, state: &'a dyn StateStore, id: &'a str) -> Self {
-        JournaledSolver { inner, state, id }
+        JournaledSolver {
+            inner,
+            state,
+            id,
+            targets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where `record` goes: as resolved when it was presented here, else as the inner solver says now.
+    async fn target(&self, record: &TxtRecord) -> Result<TxtRecord, SolverError> {
+        let known = self
+            .targets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(record)
+            .cloned();
+        match known {
+            Some(target) => Ok(target),
+            None => self.inner.resolve(record).await,
+        }
     }
 
     fn edit(&self, record: &TxtRecord, add: bool) -> Result<(), SolverError> {
@@ -59,16 +86,26 @@ impl<'a> JournaledSolver<'a> {
 impl Dns01Solver for JournaledSolver<'_> {
     fn present<'a>(&'a self, record: &'a TxtRecord) -> SolverFuture<'a> {
         Box::pin(async move {
-            self.edit(record, true)?;
-            self.inner.present(record).await
+            let target = self.inner.resolve(record).await?;
+            self.targets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(record.clone(), target.clone());
+            self.edit(&target, true)?;
+            self.inner.present(&target).await
         })
     }
 
     fn cleanup<'a>(&'a self, record: &'a TxtRecord) -> SolverFuture<'a> {
         Box::pin(async move {
-            self.inner.cleanup(record).await?;
-            self.edit(record, false)
+            let target = self.target(record).await?;
+            self.inner.cleanup(&target).await?;
+            self.edit(&target, false)
         })
+    }
+
+    fn resolve<'a>(&'a self, record: &'a TxtRecord) -> ResolveFuture<'a> {
+        Box::pin(self.target(record))
     }
 
     fn preflight<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {

@@ -16,10 +16,24 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub mod acme_dns;
+mod build;
+pub mod cloudflare;
+pub mod config;
 pub(crate) mod dns;
+pub mod exec;
+mod hosted_http;
 pub mod journal;
+mod layer;
+mod lookup;
 pub mod rfc2136;
 
+pub use acme_dns::{AcmeDnsError, AcmeDnsSolver};
+pub use build::{DNS_QUERY_TIMEOUT, build};
+pub use cloudflare::{CloudflareError, CloudflareSolver};
+pub use exec::{ExecError, ExecSolver};
+pub use layer::LayeredSolver;
+pub use lookup::MAX_CNAME_CHAIN;
 pub use rfc2136::{Rfc2136Error, Rfc2136Settings, Rfc2136Solver, TsigAlgorithm, TsigErrorCode};
 
 /// The label RFC 8555 §8.4 puts in front of the validated name.
@@ -48,6 +62,10 @@ impl TxtRecord {
 
 /// The future returned by [`Dns01Solver`] methods: boxed so the trait stays object-safe.
 pub type SolverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SolverError>> + Send + 'a>>;
+
+/// The future returned by [`Dns01Solver::resolve`].
+pub type ResolveFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<TxtRecord, SolverError>> + Send + 'a>>;
 
 /// A way to publish and withdraw DNS-01 challenge records.
 ///
@@ -97,6 +115,16 @@ pub trait Dns01Solver: Send + Sync {
     fn verify_credentials<'a>(&'a self, owners: &'a [String]) -> SolverFuture<'a> {
         self.preflight(owners)
     }
+
+    /// Returns the record as it is really published: with CNAME following, at the end of the owner's CNAME
+    /// chain. `present` and `cleanup` of the returned record act on the same RR, so the journal keeps it and
+    /// a later pass removes exactly that even if the CNAME changed. The default: `record` itself.
+    ///
+    /// # Errors
+    /// The CNAME chain cannot be looked up, loops, or is too long.
+    fn resolve<'a>(&'a self, record: &'a TxtRecord) -> ResolveFuture<'a> {
+        Box::pin(async move { Ok(record.clone()) })
+    }
 }
 
 /// Returns the absolute owner of the DNS-01 TXT record for `domain`.
@@ -141,6 +169,47 @@ pub enum SolverError {
     /// A failure only an RFC 2136 server reports (TSIG, REFUSED, NOTAUTH, an update RCODE).
     #[error(transparent)]
     Rfc2136(#[from] rfc2136::Rfc2136Error),
+
+    /// A failure only an exec hook reports (cannot start, non-zero exit, timeout).
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+
+    /// A failure only acme-dns reports (credentials, a refused update).
+    #[error(transparent)]
+    AcmeDns(#[from] acme_dns::AcmeDnsError),
+
+    /// A failure only Cloudflare's API reports (token, zone, a refused record).
+    #[error(transparent)]
+    Cloudflare(#[from] cloudflare::CloudflareError),
+
+    /// A name the layer above the providers needed (a CNAME, a zone, its NS hosts) could not be looked up.
+    #[error(
+        "cannot look up {record_type} of `{name}` (asked {servers}; last: {last}) — set the DNS provider's `lookup_servers`, `propagation_servers` or `follow_cname = false`"
+    )]
+    Lookup {
+        /// The name asked for.
+        name: String,
+        /// The record type asked for.
+        record_type: String,
+        /// The servers asked, in order.
+        servers: String,
+        /// What the last of them said.
+        last: String,
+    },
+
+    /// The CNAME chain at a challenge owner loops or is longer than [`MAX_CNAME_CHAIN`].
+    #[error(
+        "the CNAME chain at `{owner}` {} ({chain}) — fix the CNAME records of the challenge owner",
+        if *looped { "loops" } else { "is too long" }
+    )]
+    CnameChain {
+        /// The challenge owner.
+        owner: String,
+        /// The names followed, in order.
+        chain: String,
+        /// True if and only if a name came back (a loop) rather than the chain being too long.
+        looped: bool,
+    },
 
     /// The owner is not inside the zone (RCODE NOTZONE, or found out before sending).
     #[error(

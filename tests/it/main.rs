@@ -15,11 +15,15 @@
 //! - [`regressions`]: one test per bug found in review.
 //! - [`fuzz_regressions`]: inputs the fuzzers found.
 //! - [`solver_knot`]: the RFC 2136 solver against knotd.
+//! - [`dns_hosted`]: the acme-dns and Cloudflare providers against their stand-ins, publishing into knotd.
+//! - [`dns_providers`]: exec hooks, CNAME delegation, propagation to secondaries, end to end.
 
 mod common;
 
 mod cli;
 mod daemon;
+mod dns_hosted;
+mod dns_providers;
 mod faults;
 mod files;
 mod fleet;

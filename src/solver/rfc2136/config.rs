@@ -1,6 +1,4 @@
-//! `[dns.NAME]` with `provider = "rfc2136"`: the RFC 2136 solver's own config section and its resolution.
-
-use std::time::Duration;
+//! `[dns.NAME]` with `provider = "rfc2136"`: the RFC 2136 solver's own keys and their resolution.
 
 use secrecy::SecretSlice;
 use serde::Deserialize;
@@ -9,11 +7,9 @@ use toml::Spanned;
 use super::TsigAlgorithm;
 use crate::config::{ConfigError, Loader, check_host_port};
 
-/// `[dns.NAME]`: an RFC 2136 server that takes TSIG-signed updates.
+/// The RFC 2136 provider's own settings in `[dns.NAME]`.
 #[derive(Debug, Clone)]
-pub struct DnsConfig {
-    /// The section name.
-    pub name: String,
+pub struct Rfc2136Config {
     /// `host:port` of the zone's primary.
     pub server: String,
     /// TSIG key name.
@@ -24,15 +20,12 @@ pub struct DnsConfig {
     pub tsig_secret: SecretSlice<u8>,
     /// The zone, when not discovered by SOA lookup.
     pub zone: Option<String>,
-    /// How long to wait for the server to answer a new TXT record.
-    pub propagation_timeout: Duration,
 }
 
-/// `[dns.NAME]` with `provider = "rfc2136"`, as written.
+/// `[dns.NAME]` with `provider = "rfc2136"`, as written (without the shared keys, `solver/config.rs`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDns {
-    pub(crate) provider: Spanned<String>,
+pub struct RawRfc2136 {
     pub(crate) server: Spanned<String>,
     pub(crate) tsig_key: String,
     pub(crate) tsig_algorithm: Option<TsigAlgorithm>,
@@ -40,7 +33,6 @@ pub struct RawDns {
     pub(crate) tsig_secret_file: Option<Spanned<String>>,
     pub(crate) tsig_secret_env: Option<Spanned<String>>,
     pub(crate) zone: Option<String>,
-    pub(crate) propagation_timeout: Option<Spanned<String>>,
 }
 
 /// Resolves `[dns.NAME]`: server, TSIG key and secret, zone.
@@ -50,19 +42,9 @@ pub struct RawDns {
 pub(crate) fn resolve(
     cx: &mut Loader<'_>,
     name: &str,
-    raw: Spanned<RawDns>,
-) -> Result<DnsConfig, ConfigError> {
-    let span = raw.span();
-    let raw = raw.into_inner();
-    if raw.provider.get_ref() != "rfc2136" {
-        return Err(cx.err_at(
-            raw.provider.span(),
-            format!(
-                "[dns.{name}] provider `{}` is unknown; supported: \"rfc2136\"",
-                raw.provider.get_ref()
-            ),
-        ));
-    }
+    span: std::ops::Range<usize>,
+    raw: RawRfc2136,
+) -> Result<Rfc2136Config, ConfigError> {
     if let Err(why) = check_host_port(raw.server.get_ref()) {
         return Err(cx.err_at(
             raw.server.span(),
@@ -99,14 +81,11 @@ pub(crate) fn resolve(
             format!("{s}.")
         }
     };
-    Ok(DnsConfig {
-        name: name.to_owned(),
+    Ok(Rfc2136Config {
         server: raw.server.into_inner(),
         tsig_key: absolute(&raw.tsig_key),
         tsig_algorithm: raw.tsig_algorithm.unwrap_or(TsigAlgorithm::HmacSha256),
         tsig_secret: decoded.into(),
         zone: raw.zone.as_deref().map(absolute),
-        propagation_timeout: cx
-            .duration(&raw.propagation_timeout, super::DEFAULT_PROPAGATION_TIMEOUT)?,
     })
 }

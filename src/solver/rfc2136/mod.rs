@@ -16,14 +16,14 @@
 //!   [`UPDATE_ATTEMPTS`] times in all, freshly signed each time. That is safe because both changes are
 //!   idempotent: RFC 2136 §3.4.2 ignores the addition of an RR that exists and the deletion of one that does
 //!   not. An answer with an RCODE is final.
-//! - **Propagation.** After the addition the solver asks the configured server for the TXT RRset until the
-//!   value is among the answers, polling from 20 ms doubling to 500 ms (`solver/dns.rs`), until the
-//!   propagation timeout. Secondaries are not asked: a CA that reaches a stale secondary is the zone's problem
-//!   to fix (NOTIFY), not ours to wait out blindly.
+//! - **Propagation.** Used alone, after the addition the solver asks the configured server for the TXT RRset
+//!   until the value is among the answers, polling from 20 ms doubling to 500 ms (`solver/dns.rs`), until the
+//!   propagation timeout. Configured through `[dns.*]` it runs under the shared layer (`solver/layer.rs`),
+//!   which asks every authoritative server instead (`check_propagation` off).
 //! - **Zone discovery.** Without a configured zone, the solver asks the server for the SOA of the owner, then
 //!   of each parent in turn, and takes the owner of the first SOA in the answer or authority section. Results
-//!   are cached per owner for the life of the solver. An owner that is a CNAME into another zone (challenge
-//!   delegation) is not followed.
+//!   are cached per owner for the life of the solver. CNAMEs at the owner (challenge delegation) are the
+//!   shared layer's to follow: this solver updates the name it is given.
 //! - **Secrets.** The TSIG secret stays in its [`SecretSlice`]; a plain copy exists only while one message is
 //!   signed or verified (hickory's `TSigner` wants an owned `Vec`). No error or log line carries it.
 
@@ -120,6 +120,9 @@ pub struct Rfc2136Settings {
     pub query_timeout: Duration,
     /// How long `present` waits for the server to answer the new value.
     pub propagation_timeout: Duration,
+    /// Whether `present` waits for the server to answer the value itself. Off under
+    /// [`LayeredSolver`](crate::solver::LayeredSolver), which checks propagation for every provider.
+    pub check_propagation: bool,
 }
 
 impl Rfc2136Settings {
@@ -139,6 +142,7 @@ impl Rfc2136Settings {
             zone: None,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             propagation_timeout: DEFAULT_PROPAGATION_TIMEOUT,
+            check_propagation: true,
         }
     }
 }
@@ -153,6 +157,7 @@ impl fmt::Debug for Rfc2136Settings {
             .field("zone", &self.zone)
             .field("query_timeout", &self.query_timeout)
             .field("propagation_timeout", &self.propagation_timeout)
+            .field("check_propagation", &self.check_propagation)
             .finish()
     }
 }
@@ -183,6 +188,9 @@ impl Rfc2136Solver {
         let zone = self.zone_for(&owner, &server).await?;
         self.update(&server, &zone, &owner, &record.value, Change::Add)
             .await?;
+        if !self.settings.check_propagation {
+            return Ok(());
+        }
         server
             .wait_for_txt(&owner, &record.value, self.settings.propagation_timeout)
             .await

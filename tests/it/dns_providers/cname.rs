@@ -1,0 +1,81 @@
+//! `_acme-challenge` delegated by CNAME into another zone: `example.test.` holds only the CNAMEs, the TXT
+//! records go to an updatable `delegate.test.`; Pebble resolves through a real recursive resolver (unbound)
+//! that follows the CNAME, as a public CA's would.
+
+use super::*;
+use crate::common::bed::{KnotSpec, free_udp_tcp_port, txt_at, wait_for_soa};
+use crate::common::probe::due;
+use crate::common::{assert_deployed, bed};
+
+/// The SOA serial of `zone` at the knotd on `port`: every accepted update raises it.
+fn serial(port: u16, zone: &str) -> u64 {
+    let out = std::process::Command::new("kdig")
+        .args(["@127.0.0.1", "-p", &port.to_string()])
+        .args(["+short", "+norecurse", "+time=2", "+retry=0", "SOA", zone])
+        .output()
+        .expect("kdig runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .expect("an SOA answer")
+}
+
+#[test]
+fn cname_delegated_challenge_is_published_at_the_target_and_nothing_in_the_origin_zone() {
+    let case = Case::new("cname");
+    let domains = ["t-cname.example.test", "*.t-cname.example.test"];
+    let port = free_udp_tcp_port().unwrap();
+    let origin = "$ORIGIN example.test.\n$TTL 60\n\
+                  @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+                  @ NS ns1.example.test.\nns1 A 127.0.0.1\n\
+                  _acme-challenge.t-cname CNAME t-cname.delegate.test.\n";
+    let delegate = "$ORIGIN delegate.test.\n$TTL 60\n\
+                    @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+                    @ NS ns1.example.test.\n";
+    let knot = bed()
+        .knot_with(
+            "knot-cname",
+            &KnotSpec {
+                port,
+                zones: vec![
+                    ("example.test.".into(), origin.into()),
+                    ("delegate.test.".into(), delegate.into()),
+                ],
+                ..KnotSpec::default()
+            },
+        )
+        .unwrap();
+    wait_for_soa(port, "delegate.test.", &knot.log).unwrap();
+    let resolver = bed()
+        .unbound_for("unbound-cname", port, &["example.test.", "delegate.test."])
+        .unwrap();
+    let pebble = bed().pebble_resolving_at("pebble-cname", resolver).unwrap();
+
+    case.deployment("t-cname", "one-way", due());
+    let builder = case
+        .config()
+        .pebble(&pebble)
+        .dns("server", &knot.server())
+        .deployment("t-cname", &domains);
+    let config = write_config(&builder, &builder.toml());
+
+    let run = case.run(&config, &["renew"]);
+
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_deployed(&case, "t-cname", &domains);
+    assert_eq!(
+        serial(port, "example.test."),
+        1,
+        "nothing was written to example.test."
+    );
+    // Two values added and two removed at the target (knot raises the serial once per update).
+    assert!(
+        serial(port, "delegate.test.") >= 3,
+        "the records went to delegate.test."
+    );
+    assert!(
+        txt_at(port, "t-cname.delegate.test.").is_empty(),
+        "TXT gone at the target"
+    );
+}
