@@ -19,7 +19,8 @@
 //! - [`budget`]: the vendor's request budget per API key, persisted.
 //! - [`acme`]: account, order, DNS-01, finalize (instant-acme).
 //! - [`issuers`]: which CA serves which deployment, against the target's lifetime rule, before ordering.
-//! - [`solver`]: DNS-01 record publication (RFC 2136 + TSIG) and the TXT journal.
+//! - [`solver`]: DNS-01 record publication (providers: RFC 2136 + TSIG, exec hooks, acme-dns, Cloudflare), CNAME
+//!   following, the propagation check at the authoritative servers, and the TXT journal.
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`verify`]: the deployment's endpoint must serve the deployed certificate.
 //! - [`metrics`]: Prometheus text for `/metrics` and the textfile collector.

@@ -1,16 +1,24 @@
 //! DNS-01 challenge solvers: put the challenge TXT record into DNS, and take it out again.
 //!
 //! This module owns the [`Dns01Solver`] contract (lego's Present/CleanUp shape), the error type shared by every
-//! provider ([`SolverError`]; what only one provider reports is that provider's, e.g. [`Rfc2136Error`]), the
-//! DNS wire client the providers share (`dns.rs`: queries, zone discovery, the propagation check), and one file per provider: [`rfc2136`] speaks RFC 2136 dynamic updates signed with TSIG, which covers
-//! BIND, Knot, PowerDNS and most self-hosted primaries.
+//! provider ([`SolverError`]; what only one provider reports is that provider's, e.g. [`Rfc2136Error`]), and:
+//! - [`config`]: `[dns.NAME]` — the shared keys and the dispatch on `provider` to each provider's own keys;
+//! - `build.rs`: the factory, [`build`], one arm per provider;
+//! - `layer.rs` ([`LayeredSolver`]) and `lookup.rs`: what every provider gets — CNAME following at the
+//!   challenge owner and the propagation check at the zone's authoritative servers;
+//! - `dns.rs`: the DNS wire client they share (queries, zone discovery, polling a server for a value);
+//! - [`journal`]: records journaled where they are really published, for the next pass after a crash;
+//! - one folder per provider: [`rfc2136`] (RFC 2136 updates signed with TSIG: BIND, Knot, PowerDNS and most
+//!   self-hosted primaries), [`exec`] (an operator's hook, lego's `exec` convention).
 //!
 //! A solver only touches DNS. It knows nothing of ACME orders or of which names share a certificate: the renew
 //! pipeline computes the records (see [`challenge_fqdn`]), calls [`Dns01Solver::present`] for each before telling
 //! the CA to validate, and [`Dns01Solver::cleanup`] for each afterwards, whatever the outcome.
 //!
-//! `present` returns only once the zone's primary answers the new value, so the pipeline needs no fixed sleep
-//! before asking the CA to validate.
+//! A solver from [`build`] returns from `present` only once the servers the CA asks answer the new value, so
+//! the pipeline needs no fixed sleep before asking the CA to validate. The pipeline cleans up only after
+//! every authorization of the order is done (`acme::AcmeClient::issue`): some hooks delete the whole TXT set
+//! at an owner, which a name and its wildcard share.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -124,7 +124,8 @@ impl ExecSolver {
             action = action.as_str(),
             owner = %record.fqdn,
             %status,
-            stdout = %String::from_utf8_lossy(&stdout).trim(),
+            // Its stdout is not logged: hooks print API responses there, which may echo a token.
+            stdout_bytes = stdout.len(),
             "DNS hook finished"
         );
         if status.success() {

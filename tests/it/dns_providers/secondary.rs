@@ -12,10 +12,10 @@ use crate::common::bed::{KnotSpec, free_udp_tcp_port, txt_at, wait_for_soa};
 use crate::common::probe::due;
 use crate::common::{Bed, assert_deployed, bed, run_with_env};
 
-/// How long the proxy holds each TCP connection (zone transfers) back before passing it on.
+/// How long the proxy holds each TCP request (SOA checks, zone transfers) back before passing it on.
 const LAG: Duration = Duration::from_millis(1500);
 
-/// Forwards DNS on `port` (UDP at once, TCP after [`LAG`]) to 127.0.0.1:`upstream`. Threads live until the
+/// Forwards DNS on `port` (UDP at once, each TCP request after [`LAG`]) to 127.0.0.1:`upstream`. Threads live until the
 /// test binary exits; they hold nothing but sockets.
 fn lagging_proxy(port: u16, upstream: u16) {
     let udp = UdpSocket::bind(("127.0.0.1", port)).expect("proxy UDP port");
@@ -36,7 +36,6 @@ fn lagging_proxy(port: u16, upstream: u16) {
     thread::spawn(move || {
         for client in tcp.incoming().flatten() {
             thread::spawn(move || {
-                thread::sleep(LAG);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     return;
                 };
@@ -45,7 +44,12 @@ fn lagging_proxy(port: u16, upstream: u16) {
                 let up = thread::spawn(move || {
                     let mut buf = [0u8; 16384];
                     while let Ok(n) = c_read.read(&mut buf) {
-                        if n == 0 || s_write.write_all(&buf[..n]).is_err() {
+                        if n == 0 {
+                            break;
+                        }
+                        // Every request (SOA check, IXFR) is held back, on new and reused connections alike.
+                        thread::sleep(LAG);
+                        if s_write.write_all(&buf[..n]).is_err() {
                             break;
                         }
                     }
@@ -158,9 +162,9 @@ fn authoritative_propagation_waits_for_a_lagging_secondary_the_ca_asks() {
     let at_primary = waited_at(&run.stderr, &primary.server());
     let at_secondary = waited_at(&run.stderr, &secondary.server());
     assert_eq!((at_primary.len(), at_secondary.len()), (1, 1), "{run}");
-    // The secondary lagged by most of the proxy's hold-back (knot may have a transfer connection open
-    // already), the primary answered at once, and certkeeper waited for the secondary before telling the CA.
-    assert!(at_secondary[0] > LAG / 2, "{at_secondary:?}\n{run}");
+    // The secondary lagged by at least the proxy's hold-back, the primary answered at once, and certkeeper
+    // waited for the secondary before telling the CA.
+    assert!(at_secondary[0] >= LAG, "{at_secondary:?}\n{run}");
     assert!(at_primary[0] < LAG / 10, "{at_primary:?}");
     // The TXT is gone from both, the secondary after its next (lagging) transfer.
     let owner = Bed::challenge_owner(domain);
@@ -170,4 +174,63 @@ fn authoritative_propagation_waits_for_a_lagging_secondary_the_ca_asks() {
         assert!(Instant::now() < deadline, "TXT left on the secondary");
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The control: checking only the primary, the CA asks the lagging secondary too early and validation fails
+/// — so the test above passes because certkeeper waited, not because the secondary was quick.
+#[test]
+fn primary_only_propagation_loses_to_the_lagging_secondary() {
+    let case = Case::new("secondary-ctl");
+    let domain = "t-secondary-ctl.example.test";
+    let (primary_port, secondary_port, proxy_port) = (
+        free_udp_tcp_port().unwrap(),
+        free_udp_tcp_port().unwrap(),
+        free_udp_tcp_port().unwrap(),
+    );
+    lagging_proxy(proxy_port, primary_port);
+    let zone = "$ORIGIN example.test.\n$TTL 60\n\
+                @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+                @ NS ns1.example.test.\nns1 A 127.0.0.1\n";
+    let primary = bed()
+        .knot_with(
+            "knot-primary-ctl",
+            &KnotSpec {
+                port: primary_port,
+                zones: vec![("example.test.".into(), zone.into())],
+                notify: Some(secondary_port),
+                ..KnotSpec::default()
+            },
+        )
+        .unwrap();
+    let secondary = bed()
+        .knot_with(
+            "knot-secondary-ctl",
+            &KnotSpec {
+                port: secondary_port,
+                zones: vec![("example.test.".into(), String::new())],
+                primary: Some(proxy_port),
+                ..KnotSpec::default()
+            },
+        )
+        .unwrap();
+    wait_for_soa(primary_port, "example.test.", &primary.log).unwrap();
+    wait_for_soa(secondary_port, "example.test.", &secondary.log).unwrap();
+    let pebble = bed()
+        .pebble_resolving_at("pebble-secondary-ctl", secondary_port)
+        .unwrap();
+
+    case.deployment("t-secondary-ctl", "one-way", due());
+    let builder = case
+        .config()
+        .pebble(&pebble)
+        .dns("server", &primary.server())
+        .dns("propagation", "primary")
+        .deployment("t-secondary-ctl", &[domain]);
+    let config = builder.write();
+
+    let run = case.run(&config, &["renew"]);
+
+    assert_eq!(run.code(), Some(1), "{run}");
+    let line = failure_lines(&run, "t-secondary-ctl");
+    assert!(line.contains("could not validate"), "{line}\n{run}");
 }
