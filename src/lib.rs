@@ -21,6 +21,7 @@
 //! - [`solver`]: DNS-01 record publication (RFC 2136 + TSIG) and the TXT journal.
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`verify`]: the deployment's endpoint must serve the deployed certificate.
+//! - [`dcs`]: Huawei Cloud / OTC DCS instances: the CA their clients trust, kept in a file (watch-only).
 //! - [`metrics`]: Prometheus text for `/metrics` and the textfile collector.
 //! - [`notify`]: failure notifications (webhooks), one per change of state, queued in the state dir.
 //! - [`status`]: `certkeeper status` and its JSON schema; when a deployment needs a human.
@@ -32,6 +33,7 @@ pub mod budget;
 pub mod certs;
 pub mod config;
 pub mod daemon;
+pub mod dcs;
 pub mod deploy;
 pub mod metrics;
 pub mod notify;
