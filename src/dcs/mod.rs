@@ -14,6 +14,7 @@
 //! - `archive`: the zip, unpacked into memory with bounds;
 //! - `trust`: the CA bundle, overlap, atomic writes with `.prev`;
 //! - `record`: what the state directory remembers per instance;
+//! - `status`: the instances in `certkeeper status`;
 //! - `watch`: one instance's sync, reload and endpoint check.
 
 pub mod archive;
@@ -21,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod record;
 pub mod sign;
+pub mod status;
 pub mod trust;
 mod watch;
 

@@ -14,11 +14,13 @@
 //! - [`regressions`]: one test per bug found in review.
 //! - [`fuzz_regressions`]: inputs the fuzzers found.
 //! - [`solver_knot`]: the RFC 2136 solver against knotd.
+//! - [`dcs`]: Huawei Cloud / OTC DCS instances against the DCS stand-in and a real Redis with TLS.
 
 mod common;
 
 mod cli;
 mod daemon;
+mod dcs;
 mod faults;
 mod files;
 mod fleet;

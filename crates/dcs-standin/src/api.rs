@@ -38,7 +38,7 @@ pub enum Ssl {
     Off,
     /// 204, no SSL information.
     NoContent,
-    /// The instance does not support SSL: download answers 400 DCS.4201.
+    /// The instance does not support SSL: status and download answer 400 DCS.4201.
     Unsupported,
 }
 
@@ -185,7 +185,10 @@ fn dcs_call(state: &Shared, parts: &axum::http::request::Parts, body: &[u8]) -> 
     }
     match (&parts.method, tail.as_str()) {
         (&Method::GET, "ssl") => match instance.ssl {
-            Ssl::NoContent | Ssl::Unsupported => StatusCode::NO_CONTENT.into_response(),
+            Ssl::NoContent => StatusCode::NO_CONTENT.into_response(),
+            Ssl::Unsupported => {
+                dcs_error(StatusCode::BAD_REQUEST, "DCS.4201", "Do not support SSL.")
+            }
             ssl => reply(
                 StatusCode::OK,
                 json!({

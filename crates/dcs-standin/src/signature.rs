@@ -226,4 +226,41 @@ mod tests {
             Err(Refusal::Date(_))
         ));
     }
+
+    #[test]
+    fn a_skewed_clock_is_refused_before_the_signature_is_looked_at() {
+        let uri: Uri = "/v2/p/instances/i/ssl".parse().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let old = now - time::Duration::minutes(16);
+        let format =
+            time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            "SDK-HMAC-SHA256 Access=ak, SignedHeaders=host;x-sdk-date, Signature=00"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert("x-sdk-date", old.format(&format).unwrap().parse().unwrap());
+        headers.insert("host", "h".parse().unwrap());
+        let sk = |_: &str| Some("sk".to_owned());
+        assert!(matches!(
+            verify(&Method::GET, &uri, &headers, b"", sk, now),
+            Err(Refusal::Date(_))
+        ));
+        let fresh = now - time::Duration::minutes(14);
+        headers.insert(
+            "x-sdk-date",
+            fresh.format(&format).unwrap().parse().unwrap(),
+        );
+        assert_eq!(
+            verify(&Method::GET, &uri, &headers, b"", sk, now),
+            Err(Refusal::Mismatch)
+        );
+        let unknown = |_: &str| None;
+        assert_eq!(
+            verify(&Method::GET, &uri, &headers, b"", unknown, now),
+            Err(Refusal::UnknownKey)
+        );
+    }
 }

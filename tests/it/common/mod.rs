@@ -9,6 +9,7 @@
 pub mod ari;
 pub mod bed;
 pub mod daemon;
+pub mod dcs;
 pub mod mosquitto;
 pub mod probe;
 
