@@ -182,10 +182,17 @@ fn the_example_config_is_valid() {
             "tsig_secret = \"c2VjcmV0\"",
         )
         .replace(
+            "secret_key_file = \"/etc/certkeeper/otc.sk\"",
+            "secret_key = \"x\"",
+        )
+        .replace(
             "secret_file = \"/etc/certkeeper/emqx.secret\"",
             "secret = \"x\"",
-        );
+        )
+        .replace("/etc/redis-clients", &dir.path().display().to_string());
     let c = parse(&text).unwrap();
+    assert_eq!(c.dcs_instances[0].account, "otc");
+    assert!(c.dcs_instances[0].ca_overlap);
     assert_eq!(c.deployments[0].id, "ge6a1a75");
     assert_eq!(c.schedule.jitter, DEFAULT_JITTER);
     let TargetConfig::Files(files) = &c.deployments[1].target else {

@@ -196,36 +196,7 @@ pub(crate) fn resolve_instance(
             format!("dcs_instance id `{id}` must be the instance ID from the console (letters, digits, -)"),
         ));
     }
-    let account = match &raw.dcs {
-        Some(n) if accounts.contains_key(n.get_ref()) => n.get_ref().clone(),
-        Some(n) => {
-            return Err(cx.err_at(
-                n.span(),
-                format!(
-                    "dcs = \"{}\" names no [dcs.{}] section (defined: {})",
-                    n.get_ref(),
-                    n.get_ref(),
-                    list(accounts.keys())
-                ),
-            ));
-        }
-        None if accounts.len() == 1 => accounts.keys().next().cloned().unwrap_or_default(),
-        None if accounts.is_empty() => {
-            return Err(cx.err_at(
-                span,
-                format!("dcs_instance {id}: no [dcs.NAME] section is defined"),
-            ));
-        }
-        None => {
-            return Err(cx.err_at(
-                span,
-                format!(
-                    "dcs_instance {id}: several [dcs.*] sections exist ({}); say which with `dcs = \"NAME\"`",
-                    list(accounts.keys())
-                ),
-            ));
-        }
-    };
+    let account = pick_account(cx, &id, span, raw.dcs.as_ref(), accounts)?;
     let ca_file = PathBuf::from(raw.ca_file.get_ref());
     let dir_ok = ca_file.is_absolute()
         && ca_file.file_name().is_some()
@@ -275,6 +246,46 @@ pub(crate) fn resolve_instance(
         expiry_warning: cx.duration(&raw.expiry_warning, DEFAULT_DCS_EXPIRY_WARNING)?,
         ca_overlap: raw.ca_overlap.unwrap_or(true),
     })
+}
+
+/// The `[dcs.*]` section an instance uses: the named one, or the only one.
+fn pick_account(
+    cx: &Loader<'_>,
+    id: &str,
+    span: std::ops::Range<usize>,
+    name: Option<&Spanned<String>>,
+    accounts: &BTreeMap<String, DcsAccount>,
+) -> Result<String, ConfigError> {
+    match name {
+        Some(n) if accounts.contains_key(n.get_ref()) => Ok(n.get_ref().clone()),
+        Some(n) => {
+            Err(cx.err_at(
+                n.span(),
+                format!(
+                    "dcs = \"{}\" names no [dcs.{}] section (defined: {})",
+                    n.get_ref(),
+                    n.get_ref(),
+                    list(accounts.keys())
+                ),
+            ))
+        }
+        None if accounts.len() == 1 => Ok(accounts.keys().next().cloned().unwrap_or_default()),
+        None if accounts.is_empty() => {
+            Err(cx.err_at(
+                span,
+                format!("dcs_instance {id}: no [dcs.NAME] section is defined"),
+            ))
+        }
+        None => {
+            Err(cx.err_at(
+                span,
+                format!(
+                    "dcs_instance {id}: several [dcs.*] sections exist ({}); say which with `dcs = \"NAME\"`",
+                    list(accounts.keys())
+                ),
+            ))
+        }
+    }
 }
 
 /// Resolves every `[dcs.*]` and `[[dcs_instance]]`; an instance id is listed once.

@@ -201,37 +201,7 @@ fn dcs_call(state: &Shared, parts: &axum::http::request::Parts, body: &[u8]) -> 
                 }),
             ),
         },
-        (&Method::POST, "ssl-certs/download") => {
-            if instance.ssl == Ssl::Unsupported || instance.ca_pem.is_empty() {
-                return dcs_error(StatusCode::BAD_REQUEST, "DCS.4201", "Do not support SSL.");
-            }
-            let archive =
-                match crate::zips::build(instance.shape, &instance.ca_pem, &instance.server_pem) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        return dcs_error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "DCS.5010",
-                            &e.to_string(),
-                        );
-                    }
-                };
-            let object = format!(
-                "ssl-{id}-{}/dcs-ssl-{}.zip",
-                instance.generation, instance.generation
-            );
-            standin.archives.insert(object.clone(), archive);
-            let expires = OffsetDateTime::now_utc().unix_timestamp() + standin.link_ttl;
-            let signature = link_signature(&standin.link_key, &object, expires);
-            let link = format!(
-                "{}/dcs-certs/{object}?AWSAccessKeyId=STANDINOBS&Expires={expires}&Signature={signature}",
-                standin.storage
-            );
-            reply(
-                StatusCode::OK,
-                json!({"bucket_name": "dcs-certs", "file_name": object.rsplit('/').next(), "link": link}),
-            )
-        }
+        (&Method::POST, "ssl-certs/download") => download(standin, id),
         (&Method::PUT, "ssl") => dcs_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "DCS.4999",
@@ -239,6 +209,45 @@ fn dcs_call(state: &Shared, parts: &axum::http::request::Parts, body: &[u8]) -> 
         ),
         _ => dcs_error(StatusCode::NOT_FOUND, "DCS.4000", "No such API."),
     }
+}
+
+/// `POST …/ssl-certs/download`: builds the archive, keeps it for object storage, hands out a signed link.
+fn download(standin: &mut Standin, id: &str) -> Response {
+    let Some(instance) = standin.instances.get(id) else {
+        return dcs_error(
+            StatusCode::NOT_FOUND,
+            "DCS.4001",
+            "Instance does not exist.",
+        );
+    };
+    if instance.ssl == Ssl::Unsupported || instance.ca_pem.is_empty() {
+        return dcs_error(StatusCode::BAD_REQUEST, "DCS.4201", "Do not support SSL.");
+    }
+    let archive = match crate::zips::build(instance.shape, &instance.ca_pem, &instance.server_pem) {
+        Ok(a) => a,
+        Err(e) => {
+            return dcs_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "DCS.5010",
+                &e.to_string(),
+            );
+        }
+    };
+    let object = format!(
+        "ssl-{id}-{}/dcs-ssl-{}.zip",
+        instance.generation, instance.generation
+    );
+    standin.archives.insert(object.clone(), archive);
+    let expires = OffsetDateTime::now_utc().unix_timestamp() + standin.link_ttl;
+    let signature = link_signature(&standin.link_key, &object, expires);
+    let link = format!(
+        "{}/dcs-certs/{object}?AWSAccessKeyId=STANDINOBS&Expires={expires}&Signature={signature}",
+        standin.storage
+    );
+    reply(
+        StatusCode::OK,
+        json!({"bucket_name": "dcs-certs", "file_name": object.rsplit('/').next(), "link": link}),
+    )
 }
 
 fn link_signature(key: &[u8], object: &str, expires: i64) -> String {
@@ -384,82 +393,8 @@ fn admin_call(state: &Shared, method: &Method, path: &str, body: &[u8]) -> Respo
             standin.keys.insert((*ak).to_owned(), sk.to_owned());
             StatusCode::NO_CONTENT.into_response()
         }
-        (&Method::PUT, ["instances", id]) => {
-            let patch: InstancePatch = match serde_json::from_slice(body) {
-                Ok(p) => p,
-                Err(e) => return bad(&e),
-            };
-            let entry = standin
-                .instances
-                .entry((*id).to_owned())
-                .or_insert_with(|| Instance {
-                    project: String::new(),
-                    ssl: Ssl::On,
-                    validated: true,
-                    shape: Shape::Honest,
-                    ca_pem: String::new(),
-                    server_pem: String::new(),
-                    ssl_expired_at: String::new(),
-                    generation: 0,
-                    fail_next: 0,
-                });
-            if let Some(p) = patch.project {
-                entry.project = p;
-            }
-            if let Some(s) = patch.ssl {
-                entry.ssl = s;
-            }
-            if let Some(v) = patch.validated {
-                entry.validated = v;
-            }
-            if let Some(s) = patch.shape {
-                entry.shape = s;
-            }
-            if let Some(n) = patch.fail_next {
-                entry.fail_next = n;
-            }
-            reply(
-                StatusCode::OK,
-                serde_json::to_value(&*entry).unwrap_or(Value::Null),
-            )
-        }
-        (&Method::POST, ["instances", id, "rotate"]) => {
-            let rotate: Rotate = match serde_json::from_slice(body) {
-                Ok(r) => r,
-                Err(e) => return bad(&e),
-            };
-            let Some(instance) = standin.instances.get_mut(*id) else {
-                return reply(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": "no such instance; PUT it first"}),
-                );
-            };
-            instance.generation += 1;
-            let issued = match crate::pki::rotate(
-                std::path::Path::new(&rotate.dir),
-                instance.generation,
-                rotate.ca_days,
-                rotate.server_days,
-            ) {
-                Ok(i) => i,
-                Err(e) => {
-                    return reply(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        json!({"error": format!("{e:#}")}),
-                    );
-                }
-            };
-            let format = time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-            );
-            instance.ca_pem = issued.ca_pem;
-            instance.server_pem = issued.server_pem;
-            instance.ssl_expired_at = issued.server_not_after.format(&format).unwrap_or_default();
-            reply(
-                StatusCode::OK,
-                json!({"ssl_expired_at": instance.ssl_expired_at, "ca_pem": instance.ca_pem}),
-            )
-        }
+        (&Method::PUT, ["instances", id]) => put_instance(&mut standin, id, body),
+        (&Method::POST, ["instances", id, "rotate"]) => rotate(&mut standin, id, body),
         (&Method::PUT, ["settings"]) => {
             let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(body) else {
                 return bad(&"body must be {\"link_ttl\": seconds}");
@@ -478,4 +413,88 @@ fn admin_call(state: &Shared, method: &Method, path: &str, body: &[u8]) -> Respo
             json!({"error": "no such admin call"}),
         ),
     }
+}
+
+/// `PUT /_admin/instances/{id}`: creates or patches an instance.
+fn put_instance(standin: &mut Standin, id: &str, body: &[u8]) -> Response {
+    let bad =
+        |e: &dyn std::fmt::Display| reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
+    let patch: InstancePatch = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => return bad(&e),
+    };
+    let entry = standin
+        .instances
+        .entry((*id).to_owned())
+        .or_insert_with(|| Instance {
+            project: String::new(),
+            ssl: Ssl::On,
+            validated: true,
+            shape: Shape::Honest,
+            ca_pem: String::new(),
+            server_pem: String::new(),
+            ssl_expired_at: String::new(),
+            generation: 0,
+            fail_next: 0,
+        });
+    if let Some(p) = patch.project {
+        entry.project = p;
+    }
+    if let Some(s) = patch.ssl {
+        entry.ssl = s;
+    }
+    if let Some(v) = patch.validated {
+        entry.validated = v;
+    }
+    if let Some(s) = patch.shape {
+        entry.shape = s;
+    }
+    if let Some(n) = patch.fail_next {
+        entry.fail_next = n;
+    }
+    reply(
+        StatusCode::OK,
+        serde_json::to_value(&*entry).unwrap_or(Value::Null),
+    )
+}
+
+/// `POST /_admin/instances/{id}/rotate`: a new CA and server certificate.
+fn rotate(standin: &mut Standin, id: &str, body: &[u8]) -> Response {
+    let bad =
+        |e: &dyn std::fmt::Display| reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
+    let rotate: Rotate = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return bad(&e),
+    };
+    let Some(instance) = standin.instances.get_mut(id) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "no such instance; PUT it first"}),
+        );
+    };
+    instance.generation += 1;
+    let issued = match crate::pki::rotate(
+        std::path::Path::new(&rotate.dir),
+        instance.generation,
+        rotate.ca_days,
+        rotate.server_days,
+    ) {
+        Ok(i) => i,
+        Err(e) => {
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("{e:#}")}),
+            );
+        }
+    };
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    instance.ca_pem = issued.ca_pem;
+    instance.server_pem = issued.server_pem;
+    instance.ssl_expired_at = issued.server_not_after.format(&format).unwrap_or_default();
+    reply(
+        StatusCode::OK,
+        json!({"ssl_expired_at": instance.ssl_expired_at, "ca_pem": instance.ca_pem}),
+    )
 }
