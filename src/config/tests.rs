@@ -403,3 +403,48 @@ fn notify_channels_are_checked_with_positions() {
         assert!(!e.to_string().contains("T0KEN"), "{e}");
     }
 }
+
+#[test]
+fn dcs_sections_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[acme]\n[dcs.otc]\nendpoint = \"https://dcs.example.com\"\nproject_id = \"p1\"\naccess_key = \"AK\"\n\
+         secret_key = \"sk\"\n[[dcs_instance]]\nid = \"i-1\"\nca_file = \"{}/ca.pem\"\n",
+        dir.path().display()
+    );
+    let c = parse(&base).unwrap();
+    assert_eq!(c.dcs_instances[0].account, "otc");
+    assert!(
+        c.deployments.is_empty(),
+        "a DCS-only config needs no deployment"
+    );
+    assert!(
+        !format!("{:?}", c.dcs["otc"]).contains("\"sk\""),
+        "Debug must not show the SK"
+    );
+    for (bad, why) in [
+        (
+            "endpoint = \"https://dcs.example.com\"",
+            "endpoint = \"http://dcs.example.com/v2\"",
+        ),
+        ("id = \"i-1\"", "id = \"i-1\"\ndcs = \"nope\""),
+        ("ca_file = ", "ca_file = \"relative.pem\"\n#"),
+        (
+            "secret_key = \"sk\"",
+            "secret_key = \"sk\"\nsecret_key_env = \"X\"",
+        ),
+    ] {
+        let text = base.replacen(bad, why, 1);
+        assert!(parse(&text).is_err(), "accepted: {text}");
+    }
+    let twice = format!(
+        "{base}[[dcs_instance]]\nid = \"i-1\"\nca_file = \"{}/other.pem\"\n",
+        dir.path().display()
+    );
+    assert!(
+        parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("configured twice")
+    );
+}

@@ -273,3 +273,30 @@ fn refused_signatures_and_unknown_instances_say_what_to_check() {
     let check = w.run(&w.path("config.toml"), &["check"]);
     assert_eq!(check.code(), Some(0), "{}", check.stderr);
 }
+
+#[test]
+fn a_new_ca_the_endpoint_does_not_verify_against_is_rolled_back() {
+    let w = World::new("rollback");
+    w.standin.rotate(ID, &w.path("gen1"));
+    let redis = Redis::start(w.dir.path(), &w.path("gen1"));
+    let config = w.config(
+        SK,
+        &format!("ca_overlap = false\nendpoint = \"{}\"", redis.endpoint()),
+    );
+    assert_eq!(w.run(&config, &["renew"]).code(), Some(0));
+    let before = fs::read(w.ca_file()).unwrap();
+    // DCS rotates but the instance still serves the old certificate: without overlap the new file would
+    // lock every client out, so it goes back.
+    w.standin.rotate(ID, &w.path("gen2"));
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(1), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("does not verify against the new ca_file")
+            && run.stderr.contains("ca_file was rolled back"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fs::read(w.ca_file()).unwrap(), before);
+    assert!(redis.ping(&w.ca_file()));
+}
