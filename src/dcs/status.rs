@@ -57,6 +57,36 @@ impl InstanceStatus {
     }
 }
 
+impl InstanceStatus {
+    /// The instance as a deployment-shaped status for the notifications (`dcs:{id}`, target `dcs`): a
+    /// failing sync notifies as a failing deployment does, a recovery as a recovery.
+    pub fn as_deployment(&self) -> crate::status::DeploymentStatus {
+        let at = self.checked_at.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        crate::status::DeploymentStatus {
+            id: format!("dcs:{}", self.id),
+            target: "dcs",
+            domains: Vec::new(),
+            health: if self.is_healthy() {
+                crate::status::Health::Ok
+            } else {
+                crate::status::Health::Failing
+            },
+            expires: None,
+            renewal: None,
+            step: None,
+            last: self.checked_at.map(|_| crate::status::Last {
+                ok: self.is_healthy(),
+                at,
+                message: self.line(),
+            }),
+            at_risk: None,
+            error: None,
+            last_success: None,
+            failures_total: 0,
+        }
+    }
+}
+
 /// The status of every configured instance, in config order.
 pub fn instances(config: &Config) -> Vec<InstanceStatus> {
     config

@@ -300,3 +300,33 @@ fn a_new_ca_the_endpoint_does_not_verify_against_is_rolled_back() {
     assert_eq!(fs::read(w.ca_file()).unwrap(), before);
     assert!(redis.ping(&w.ca_file()));
 }
+
+#[test]
+fn a_failing_instance_is_notified_and_its_recovery_too() {
+    let w = World::new("notify");
+    w.standin.rotate(ID, &w.path("gen1"));
+    let receiver = crate::notify::Receiver::start();
+    let config = w.config(SK, "");
+    crate::notify::with_webhook(&config, receiver.port, "");
+    w.standin.instance(ID, &json!({"shape": "no-ca"}));
+    assert_eq!(w.run(&config, &["renew"]).code(), Some(1));
+    w.standin.instance(ID, &json!({"shape": "honest"}));
+    w.standin.rotate(ID, &w.path("gen2"));
+    assert_eq!(w.run(&config, &["renew"]).code(), Some(0));
+    let events: Vec<serde_json::Value> = receiver
+        .got()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, ["failure", "recovered"], "{events:?}");
+    assert_eq!(events[0]["deployment"], format!("dcs:{ID}"));
+    assert_eq!(events[0]["target"], "dcs");
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds no ca.crt"),
+        "{events:?}"
+    );
+}
