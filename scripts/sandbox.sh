@@ -7,7 +7,7 @@
 #   scripts/sandbox.sh --deps-only  only install what is missing (used by .ci/run)
 #
 # Installs, only when missing: the Debian packages pebble, knot, knot-dnsutils, unbound, mosquitto, mosquitto-clients,
-# procps (note: the knot and mosquitto packages also enable their system services), a C compiler (aws-lc-sys builds C code), and a Rust toolchain via rustup.
+# procps, redis-server, redis-tools (note: the knot and mosquitto packages also enable their system services), a C compiler (aws-lc-sys builds C code), and a Rust toolchain via rustup.
 # Uses sudo for apt-get unless run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,9 @@ install_packages() {
     { have prometheus && have promtool; } || missing+=(prometheus)
     # The e-mail notification tests talk to a real SMTP server (aiosmtpd, in Debian's own python3).
     /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+    # The DCS tests run a real Redis with TLS and PING it with redis-cli.
+    have redis-server || missing+=(redis-server)
+    have redis-cli || missing+=(redis-tools)
     have cc || missing+=(gcc libc6-dev)
     if ! have cargo && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
         have curl || missing+=(curl ca-certificates)

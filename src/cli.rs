@@ -367,6 +367,9 @@ fn status(config: &Config, json: bool, only: &[String]) -> u8 {
         for a in &report.accounts {
             println!("{}", a.line());
         }
+        for i in &report.dcs_instances {
+            println!("{}", i.line());
+        }
     }
     if report.healthy { EXIT_OK } else { EXIT_FAILED }
 }
@@ -748,6 +751,18 @@ async fn run_pass(
     let started = std::time::Instant::now();
     let since = time::OffsetDateTime::now_utc();
     agent.pass_reporting(only, now, stop, &mut print).await;
+    // DCS instances are watched, not renewed: a dry run or a pass limited to some deployments leaves them.
+    if only.is_empty() && !agent.is_dry_run() {
+        for report in certkeeper::dcs::sync_all(agent.config(), stop).await {
+            match &report.result {
+                Ok(_) => println!("{}", report.line()),
+                Err(_) => {
+                    failed = true;
+                    fail!("{}", report.line());
+                }
+            }
+        }
+    }
     if !stop.is_stopping() {
         agent.notify(since).await;
     }

@@ -337,7 +337,10 @@ async fn one_pass(agent: &Pipeline, stop: &Shutdown) -> Option<Vec<Report>> {
             return Some(Vec::new());
         }
     };
-    Some(agent.pass(&[], false, stop).await)
+    let reports = agent.pass(&[], false, stop).await;
+    // DCS instances are synced under the same lock; each logs its own line.
+    crate::dcs::sync_all(agent.config(), stop).await;
+    Some(reports)
 }
 
 /// After SIGTERM: tell the pass to stop, give it [`STOP_GRACE`] to reach a safe point.

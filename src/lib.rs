@@ -23,6 +23,7 @@
 //!   following, the propagation check at the authoritative servers, and the TXT journal.
 //! - [`certs`]: keys, CSRs, PEM, and the checks a bundle passes before a push.
 //! - [`verify`]: the deployment's endpoint must serve the deployed certificate.
+//! - [`dcs`]: Huawei Cloud / OTC DCS instances: the CA their clients trust, kept in a file (watch-only).
 //! - [`metrics`]: Prometheus text for `/metrics` and the textfile collector.
 //! - [`notify`]: failure notifications (webhooks), one per change of state, queued in the state dir.
 //! - [`status`]: `certkeeper status` and its JSON schema; when a deployment needs a human.
@@ -34,6 +35,7 @@ pub mod budget;
 pub mod certs;
 pub mod config;
 pub mod daemon;
+pub mod dcs;
 pub mod deploy;
 pub mod issuers;
 pub mod metrics;

@@ -177,6 +177,7 @@ pub fn render(report: &Report, stats: &PassStats) -> String {
             f64::from(a.writes_left),
         );
     }
+    dcs_families(&mut out, report);
     let inner = stats.lock();
     let name = "certkeeper_last_pass_timestamp_seconds";
     let mut family = Family::new(
@@ -210,6 +211,24 @@ pub fn render(report: &Report, stats: &PassStats) -> String {
         family.sample(name, &[("result", result)], n as f64);
     }
     out
+}
+
+/// DCS instances, only when some are configured (a config without them exports what it always did).
+fn dcs_families(out: &mut String, report: &Report) {
+    if report.dcs_instances.is_empty() {
+        return;
+    }
+    let name = "certkeeper_dcs_instance_healthy";
+    let mut family = Family::new(
+        out,
+        name,
+        "gauge",
+        "1 when the DCS instance's last sync succeeded, 0 when it failed (see `certkeeper status`).",
+    );
+    for i in &report.dcs_instances {
+        let value = if i.is_healthy() { 1.0 } else { 0.0 };
+        family.sample(name, &[("instance", &i.id), ("dcs", &i.dcs)], value);
+    }
 }
 
 /// Replaces `path` with `text` atomically (temp file in the same directory, fsync, rename), mode 0644: a
@@ -366,6 +385,7 @@ mod tests {
             healthy: true,
             deployments: Vec::new(),
             accounts: Vec::new(),
+            dcs_instances: Vec::new(),
         };
         let stats = PassStats::default();
         stats.observe(&Event::Order {

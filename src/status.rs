@@ -52,6 +52,9 @@ pub struct Report {
     pub deployments: Vec<DeploymentStatus>,
     /// One per `[emqx.NAME]`.
     pub accounts: Vec<AccountStatus>,
+    /// One per `[[dcs_instance]]` (added in schema 1; absent when none is configured).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dcs_instances: Vec<crate::dcs::status::InstanceStatus>,
 }
 
 /// Whether a deployment needs a human, and why.
@@ -181,12 +184,15 @@ pub fn report(
             })
         })
         .collect();
+    let dcs_instances = crate::dcs::status::instances(config);
     Report {
         schema: SCHEMA,
         generated_at: now,
-        healthy: deployments.iter().all(|d| d.health == Health::Ok),
+        healthy: deployments.iter().all(|d| d.health == Health::Ok)
+            && dcs_instances.iter().all(|i| i.is_healthy()),
         deployments,
         accounts,
+        dcs_instances,
     }
 }
 

@@ -122,6 +122,10 @@ pub struct Config {
     pub emqx: BTreeMap<String, EmqxConfig>,
     /// Managed deployments, in file order.
     pub deployments: Vec<Deployment>,
+    /// `[dcs.NAME]`: Huawei Cloud / OTC DCS accounts by name.
+    pub dcs: BTreeMap<String, crate::dcs::DcsAccount>,
+    /// `[[dcs_instance]]`: watched DCS Redis instances, in file order.
+    pub dcs_instances: Vec<crate::dcs::DcsInstance>,
     /// When the daemon runs a pass.
     pub schedule: ScheduleConfig,
     /// `[alerts]`.
@@ -280,6 +284,10 @@ mod raw {
         pub emqx: BTreeMap<String, Spanned<crate::deploy::emqx::config::RawEmqx>>,
         #[serde(default)]
         pub deployment: Vec<Spanned<Deployment>>,
+        #[serde(default)]
+        pub dcs: BTreeMap<String, Spanned<crate::dcs::config::RawDcs>>,
+        #[serde(default)]
+        pub dcs_instance: Vec<Spanned<crate::dcs::config::RawInstance>>,
         pub schedule: Option<Schedule>,
         pub alerts: Option<Alerts>,
         pub metrics: Option<Metrics>,
@@ -433,7 +441,9 @@ impl Config {
             }
             deployments.push(parsed);
         }
-        if deployments.is_empty() {
+        let (dcs, dcs_instances) =
+            crate::dcs::config::resolve(&mut loader, raw.dcs, raw.dcs_instance)?;
+        if deployments.is_empty() && dcs_instances.is_empty() {
             return Err(loader.err("no [[deployment]] is configured; add one with id and domains"));
         }
         let mut warnings = loader.warnings.take();
@@ -453,6 +463,8 @@ impl Config {
             dns,
             emqx,
             deployments,
+            dcs,
+            dcs_instances,
             schedule,
             alerts,
             metrics,

@@ -182,10 +182,17 @@ fn the_example_config_is_valid() {
             "tsig_secret = \"c2VjcmV0\"",
         )
         .replace(
+            "secret_key_file = \"/etc/certkeeper/otc.sk\"",
+            "secret_key = \"x\"",
+        )
+        .replace(
             "secret_file = \"/etc/certkeeper/emqx.secret\"",
             "secret = \"x\"",
-        );
+        )
+        .replace("/etc/redis-clients", &dir.path().display().to_string());
     let c = parse(&text).unwrap();
+    assert_eq!(c.dcs_instances[0].account, "otc");
+    assert!(c.dcs_instances[0].ca_overlap);
     assert_eq!(c.deployments[0].id, "ge6a1a75");
     assert_eq!(c.schedule.jitter, DEFAULT_JITTER);
     let TargetConfig::Files(files) = &c.deployments[1].target else {
@@ -395,4 +402,49 @@ fn notify_channels_are_checked_with_positions() {
         assert!(e.position.is_some(), "{e}");
         assert!(!e.to_string().contains("T0KEN"), "{e}");
     }
+}
+
+#[test]
+fn dcs_sections_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[acme]\n[dcs.otc]\nendpoint = \"https://dcs.example.com\"\nproject_id = \"p1\"\naccess_key = \"AK\"\n\
+         secret_key = \"sk\"\n[[dcs_instance]]\nid = \"i-1\"\nca_file = \"{}/ca.pem\"\n",
+        dir.path().display()
+    );
+    let c = parse(&base).unwrap();
+    assert_eq!(c.dcs_instances[0].account, "otc");
+    assert!(
+        c.deployments.is_empty(),
+        "a DCS-only config needs no deployment"
+    );
+    assert!(
+        !format!("{:?}", c.dcs["otc"]).contains("\"sk\""),
+        "Debug must not show the SK"
+    );
+    for (bad, why) in [
+        (
+            "endpoint = \"https://dcs.example.com\"",
+            "endpoint = \"http://dcs.example.com/v2\"",
+        ),
+        ("id = \"i-1\"", "id = \"i-1\"\ndcs = \"nope\""),
+        ("ca_file = ", "ca_file = \"relative.pem\"\n#"),
+        (
+            "secret_key = \"sk\"",
+            "secret_key = \"sk\"\nsecret_key_env = \"X\"",
+        ),
+    ] {
+        let text = base.replacen(bad, why, 1);
+        assert!(parse(&text).is_err(), "accepted: {text}");
+    }
+    let twice = format!(
+        "{base}[[dcs_instance]]\nid = \"i-1\"\nca_file = \"{}/other.pem\"\n",
+        dir.path().display()
+    );
+    assert!(
+        parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("configured twice")
+    );
 }

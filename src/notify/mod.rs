@@ -192,7 +192,13 @@ fn queue_changes(
     since: OffsetDateTime,
     now: OffsetDateTime,
 ) {
-    for d in &report.deployments {
+    // DCS instances notify like deployments, under `dcs:{id}` (a name no deployment id can have).
+    let dcs: Vec<_> = report
+        .dcs_instances
+        .iter()
+        .map(|i| i.as_deployment())
+        .collect();
+    for d in report.deployments.iter().chain(&dcs) {
         let (kinds, current) = events(d, log.deployments.get(&d.id), since, alerts.repeat, now);
         let mut sent_at = log.deployments.get(&d.id).and_then(|n| n.last_sent);
         for kind in kinds {

@@ -15,6 +15,7 @@
 //! - [`regressions`]: one test per bug found in review.
 //! - [`fuzz_regressions`]: inputs the fuzzers found.
 //! - [`solver_knot`]: the RFC 2136 solver against knotd.
+//! - [`dcs`]: Huawei Cloud / OTC DCS instances against the DCS stand-in and a real Redis with TLS.
 //! - [`dns_hosted`]: the acme-dns and Cloudflare providers against their stand-ins, publishing into knotd.
 //! - [`dns_providers`]: exec hooks, CNAME delegation, propagation to secondaries, end to end.
 
@@ -22,6 +23,7 @@ mod common;
 
 mod cli;
 mod daemon;
+mod dcs;
 mod dns_hosted;
 mod dns_providers;
 mod faults;

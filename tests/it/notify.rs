@@ -19,9 +19,9 @@ const HMAC_KEY: &str = "webhook-hmac-key";
 
 /// One request the receiver got: its headers (lower-case names) and body.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Received {
@@ -38,8 +38,8 @@ impl Received {
 }
 
 /// A webhook receiver answering 200 to everything, until dropped with the test.
-struct Receiver {
-    port: u16,
+pub(crate) struct Receiver {
+    pub(crate) port: u16,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -79,17 +79,17 @@ impl Receiver {
         Receiver { port, got }
     }
 
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         Receiver::start_on(TcpListener::bind("127.0.0.1:0").unwrap())
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 }
 
 /// Appends a `[[notify]]` webhook to the config at `path`.
-fn with_webhook(path: &Path, port: u16, extra: &str) {
+pub(crate) fn with_webhook(path: &Path, port: u16, extra: &str) {
     let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
     write!(
         file,

@@ -9,6 +9,7 @@
 pub mod ari;
 pub mod bed;
 pub mod daemon;
+pub mod dcs;
 pub mod dns_standins;
 pub mod mosquitto;
 pub mod probe;
