@@ -83,6 +83,9 @@ impl InstanceStatus {
             error: None,
             last_success: None,
             failures_total: 0,
+            // A watched instance orders nothing.
+            issuer: None,
+            issuer_reason: String::new(),
         }
     }
 }
