@@ -2,12 +2,10 @@
 //! check, and the record of what was done.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt as _;
 
 use super::client::{DcsClient, SslStatus};
 use super::config::{DcsAccount, DcsInstance};
@@ -163,47 +161,9 @@ async fn install(
     })
 }
 
-/// Runs `reload` (nothing when none is configured), bounded by `reload_timeout`.
+/// Runs `reload` (nothing when none is configured), bounded by `reload_timeout`: as the files target does.
 async fn reload(instance: &DcsInstance) -> Result<(), String> {
-    let Some((program, args)) = instance.reload.split_first() else {
-        return Ok(());
-    };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot be started ({e})"))?;
-    let mut stderr = child.stderr.take();
-    let run = async {
-        let mut out = Vec::new();
-        if let Some(pipe) = stderr.as_mut() {
-            let _ = pipe.take(4096).read_to_end(&mut out).await;
-        }
-        (child.wait().await, out)
-    };
-    match tokio::time::timeout(instance.reload_timeout, run).await {
-        Err(_) => Err(format!(
-            "did not finish within {:?} and was killed",
-            instance.reload_timeout
-        )),
-        Ok((Err(e), _)) => Err(format!("could not be waited for ({e})")),
-        Ok((Ok(status), _)) if status.success() => Ok(()),
-        Ok((Ok(status), out)) => {
-            let tail = String::from_utf8_lossy(&out);
-            let tail: String = tail
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .chars()
-                .take(200)
-                .collect();
-            Err(format!("failed ({status}): {tail}"))
-        }
-    }
+    crate::deploy::files::run_reload(&instance.reload, instance.reload_timeout).await
 }
 
 /// Retries a TLS handshake with `endpoint`, trusting only `ca_file`, until it verifies or [`VERIFY_WINDOW`].

@@ -119,33 +119,7 @@ impl FilesTarget {
 
     /// Runs `reload` (nothing when none is configured), bounded by `reload_timeout`.
     async fn reload(&self) -> Result<(), String> {
-        let Some((program, args)) = self.config.reload.split_first() else {
-            return Ok(());
-        };
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot be started ({e})"))?;
-        let mut stderr = child.stderr.take();
-        let run = async {
-            let mut out = Vec::new();
-            if let Some(pipe) = stderr.as_mut() {
-                // Bounded: a chatty or hostile program cannot fill memory.
-                let _ = pipe.take(64 * 1024).read_to_end(&mut out).await;
-            }
-            (child.wait().await, out)
-        };
-        let timeout = self.config.reload_timeout;
-        match tokio::time::timeout(timeout, run).await {
-            Err(_) => Err(format!("did not finish within {timeout:?} and was killed")),
-            Ok((Err(e), _)) => Err(format!("could not be waited for ({e})")),
-            Ok((Ok(status), _)) if status.success() => Ok(()),
-            Ok((Ok(status), out)) => Err(format!("failed ({status}){}", stderr_tail(&out))),
-        }
+        run_reload(&self.config.reload, self.config.reload_timeout).await
     }
 
     /// Puts back what was in place before this deploy, reloads, and says what was done.
@@ -323,6 +297,37 @@ impl Target for FilesTarget {
 }
 
 /// The last line of a program's stderr, bounded and stripped of control characters, for an error line.
+/// Runs an operator's reload command `argv` (nothing when empty; no shell), killed after `timeout`. The error
+/// says what happened, ending with the last line of its stderr (bounded): a sentence to follow "reload …".
+pub(crate) async fn run_reload(argv: &[String], timeout: Duration) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(());
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot be started ({e})"))?;
+    let mut stderr = child.stderr.take();
+    let run = async {
+        let mut out = Vec::new();
+        if let Some(pipe) = stderr.as_mut() {
+            // Bounded: a chatty or hostile program cannot fill memory.
+            let _ = pipe.take(64 * 1024).read_to_end(&mut out).await;
+        }
+        (child.wait().await, out)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Err(_) => Err(format!("did not finish within {timeout:?} and was killed")),
+        Ok((Err(e), _)) => Err(format!("could not be waited for ({e})")),
+        Ok((Ok(status), _)) if status.success() => Ok(()),
+        Ok((Ok(status), out)) => Err(format!("failed ({status}){}", stderr_tail(&out))),
+    }
+}
+
 fn stderr_tail(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(out);
     let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
