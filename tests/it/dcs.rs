@@ -330,3 +330,87 @@ fn a_failing_instance_is_notified_and_its_recovery_too() {
         "{events:?}"
     );
 }
+
+/// The stderr lines of `run` that contain `needle`.
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+fn an_unvalidated_certificate_and_an_expiry_within_expiry_warning_are_one_line_failures() {
+    let w = World::new("health");
+    w.standin.rotate(ID, &w.path("gen1"));
+    w.standin.instance(ID, &json!({"validated": false}));
+    let config = w.config(SK, "");
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    let said = lines_with(&run.stderr, "ssl_validated = false");
+    assert_eq!(
+        said.len(),
+        1,
+        "one line, not {}:\n{}",
+        said.len(),
+        run.stderr
+    );
+    assert!(
+        said[0].contains(ID) && said[0].contains("check the instance in the console"),
+        "{}",
+        said[0]
+    );
+    // The CA is still kept for the clients: the failure is about the instance, not the file.
+    assert!(redis_ca_in(&w.ca_file()));
+    let status = w.run(&config, &["status"]);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{}\n{}",
+        status.stdout,
+        status.stderr
+    );
+    assert!(
+        format!("{}{}", status.stdout, status.stderr).contains("ssl_validated = false"),
+        "{}\n{}",
+        status.stdout,
+        status.stderr
+    );
+
+    // Validated again, but the server certificate ends in 10 days, inside the default 30 d.
+    w.standin.instance(ID, &json!({"validated": true}));
+    let rotated = w.standin.admin(
+        "POST",
+        &format!("instances/{ID}/rotate"),
+        &json!({"dir": w.path("gen2"), "server_days": 10}),
+        200,
+    );
+    let at = rotated["ssl_expired_at"].as_str().unwrap().to_owned();
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    let said = lines_with(&run.stderr, "expiry_warning");
+    assert_eq!(
+        said.len(),
+        1,
+        "one line, not {}:\n{}",
+        said.len(),
+        run.stderr
+    );
+    assert!(said[0].contains(&at) && said[0].contains(ID), "{}", said[0]);
+    assert_eq!(w.run(&config, &["status"]).code(), Some(1));
+
+    // A shorter expiry_warning accepts the same certificate, and status recovers.
+    let config = w.config(SK, "expiry_warning = \"5d\"");
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout, run.stderr);
+    let status = w.run(&config, &["status"]);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n{}",
+        status.stdout,
+        status.stderr
+    );
+}
+
+/// `path` holds at least one certificate (the CA the stand-in served).
+fn redis_ca_in(path: &Path) -> bool {
+    fs::read_to_string(path).is_ok_and(|pem| certs_in(&pem) >= 1)
+}
