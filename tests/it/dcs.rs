@@ -414,3 +414,96 @@ fn an_unvalidated_certificate_and_an_expiry_within_expiry_warning_are_one_line_f
 fn redis_ca_in(path: &Path) -> bool {
     fs::read_to_string(path).is_ok_and(|pem| certs_in(&pem) >= 1)
 }
+
+const ID2: &str = "6f4a1c2e-0000-4000-8000-000000000002";
+
+/// The value of `certkeeper_dcs_instance_healthy` for instance `id` in exposition `text`.
+fn healthy(text: &str, id: &str) -> Option<f64> {
+    let label = format!("instance=\"{id}\"");
+    text.lines()
+        .filter(|l| l.starts_with("certkeeper_dcs_instance_healthy{"))
+        .find(|l| l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_healthy_gauge_is_1_for_a_synced_instance_and_0_for_a_failing_one() {
+    let w = World::new("metrics");
+    w.standin.rotate(ID, &w.path("gen1"));
+    w.standin
+        .instance(ID2, &json!({"project": PROJECT, "ssl": "unsupported"}));
+    let textfile = w.path("certkeeper.prom");
+    let config = w.config(
+        SK,
+        &format!(
+            "\n[[dcs_instance]]\nid = \"{ID2}\"\nca_file = \"{}\"\n\n[metrics]\ntextfile = \"{}\"",
+            w.path("other-ca.pem").display(),
+            textfile.display()
+        ),
+    );
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    let text = fs::read_to_string(&textfile).unwrap();
+    assert_eq!(healthy(&text, ID), Some(1.0), "{text}");
+    assert_eq!(healthy(&text, ID2), Some(0.0), "{text}");
+    assert!(
+        text.contains(&format!("instance=\"{ID2}\",dcs=\"otc\"")),
+        "{text}"
+    );
+    // The failing instance recovers on the next pass, and the gauge with it.
+    w.standin.instance(ID2, &json!({"ssl": "on"}));
+    w.standin.rotate(ID2, &w.path("gen1-other"));
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout, run.stderr);
+    let text = fs::read_to_string(&textfile).unwrap();
+    assert_eq!(healthy(&text, ID2), Some(1.0), "{text}");
+}
+
+#[test]
+fn the_daemon_syncs_an_instance_on_its_pass() {
+    use crate::common::daemon::{Daemon, wait_until};
+    use std::time::Duration;
+    let w = World::new("daemon");
+    w.standin.rotate(ID, &w.path("gen1"));
+    let redis = Redis::start(w.dir.path(), &w.path("gen1"));
+    let textfile = w.path("certkeeper.prom");
+    let config = w.config(
+        SK,
+        &format!(
+            "endpoint = \"{}\"\n\n[schedule]\ncron = \"*/2 * * * * *\"\njitter = \"0s\"\n\n[metrics]\ntextfile = \"{}\"",
+            redis.endpoint(),
+            textfile.display()
+        ),
+    );
+    let mut daemon = Daemon::start(crate::common::bed(), &config, &[], &w.path("daemon.log"));
+    daemon.wait_for("ca_file updated", 1, Duration::from_secs(60));
+    assert!(
+        redis.ping(&w.ca_file()),
+        "PING with the ca_file the daemon synced failed"
+    );
+    wait_until(
+        "certkeeper_dcs_instance_healthy 1 in the textfile",
+        Duration::from_secs(30),
+        || fs::read_to_string(&textfile).is_ok_and(|t| healthy(&t, ID) == Some(1.0)),
+        || fs::read_to_string(&textfile).unwrap_or_default(),
+    );
+    // The next pass asks for the status only.
+    daemon.wait_for("SSL status unchanged", 1, Duration::from_secs(30));
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(10));
+    let log = daemon.text();
+    assert_eq!(
+        w.standin.count("api", "POST", "/ssl-certs/download"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("ca_file updated"))
+            .count(),
+        1,
+        "one line per instance and pass:\n{log}"
+    );
+    assert!(!log.contains(SK), "the SK appears in the daemon's log");
+}
