@@ -1,6 +1,7 @@
 //! Huawei Cloud / OTC DCS instances (issue 15) against the strict DCS stand-in and a real Redis with TLS:
 //! the CA lands in `ca_file` and `redis-cli --tls --cacert ca_file PING` answers; rotations, overlap,
-//! hostile archives, SSL off, refused credentials.
+//! hostile archives, SSL off, refused credentials, unvalidated or expiring certificates, the healthy gauge,
+//! and the daemon's own pass.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
