@@ -338,8 +338,13 @@ async fn one_pass(agent: &Pipeline, stop: &Shutdown) -> Option<Vec<Report>> {
         }
     };
     let reports = agent.pass(&[], false, stop).await;
-    // DCS instances are synced under the same lock; each logs its own line.
-    crate::dcs::sync_all(agent.config(), stop).await;
+    // DCS instances are synced under the same lock; one log line each.
+    for instance in crate::dcs::sync_all(agent.config(), stop).await {
+        match &instance.result {
+            Ok(done) => tracing::info!(instance = %instance.id, "{done}"),
+            Err(e) => tracing::error!(instance = %instance.id, "{e}"),
+        }
+    }
     Some(reports)
 }
 

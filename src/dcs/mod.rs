@@ -202,6 +202,9 @@ impl InstanceReport {
 }
 
 /// Syncs every `[[dcs_instance]]` of `config`, one after another (one status GET each), until `stop`.
+///
+/// Logs nothing: the caller says each result once (`renew` on the terminal, the daemon in its log), so a
+/// failure is one line, not a log line and a terminal line.
 pub async fn sync_all(config: &Config, stop: &Shutdown) -> Vec<InstanceReport> {
     if config.dcs_instances.is_empty() {
         return Vec::new();
@@ -244,10 +247,6 @@ pub async fn sync_all(config: &Config, stop: &Shutdown) -> Vec<InstanceReport> {
             continue;
         };
         let result = sync_instance(client, account, instance, &config.state_dir).await;
-        match &result {
-            Ok(done) => tracing::info!(instance = %instance.id, "{done}"),
-            Err(e) => tracing::error!(instance = %instance.id, "{e}"),
-        }
         reports.push(InstanceReport {
             id: instance.id.clone(),
             result,

@@ -1,6 +1,7 @@
 //! Huawei Cloud / OTC DCS instances (issue 15) against the strict DCS stand-in and a real Redis with TLS:
 //! the CA lands in `ca_file` and `redis-cli --tls --cacert ca_file PING` answers; rotations, overlap,
-//! hostile archives, SSL off, refused credentials.
+//! hostile archives, SSL off, refused credentials, unvalidated or expiring certificates, the healthy gauge,
+//! and the daemon's own pass.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -329,4 +330,181 @@ fn a_failing_instance_is_notified_and_its_recovery_too() {
             .contains("holds no ca.crt"),
         "{events:?}"
     );
+}
+
+/// The stderr lines of `run` that contain `needle`.
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+fn an_unvalidated_certificate_and_an_expiry_within_expiry_warning_are_one_line_failures() {
+    let w = World::new("health");
+    w.standin.rotate(ID, &w.path("gen1"));
+    w.standin.instance(ID, &json!({"validated": false}));
+    let config = w.config(SK, "");
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    let said = lines_with(&run.stderr, "ssl_validated = false");
+    assert_eq!(
+        said.len(),
+        1,
+        "one line, not {}:\n{}",
+        said.len(),
+        run.stderr
+    );
+    assert!(
+        said[0].contains(ID) && said[0].contains("check the instance in the console"),
+        "{}",
+        said[0]
+    );
+    // The CA is still kept for the clients: the failure is about the instance, not the file.
+    assert!(redis_ca_in(&w.ca_file()));
+    let status = w.run(&config, &["status"]);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{}\n{}",
+        status.stdout,
+        status.stderr
+    );
+    assert!(
+        format!("{}{}", status.stdout, status.stderr).contains("ssl_validated = false"),
+        "{}\n{}",
+        status.stdout,
+        status.stderr
+    );
+
+    // Validated again, but the server certificate ends in 10 days, inside the default 30 d.
+    w.standin.instance(ID, &json!({"validated": true}));
+    let rotated = w.standin.admin(
+        "POST",
+        &format!("instances/{ID}/rotate"),
+        &json!({"dir": w.path("gen2"), "server_days": 10}),
+        200,
+    );
+    let at = rotated["ssl_expired_at"].as_str().unwrap().to_owned();
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    let said = lines_with(&run.stderr, "expiry_warning");
+    assert_eq!(
+        said.len(),
+        1,
+        "one line, not {}:\n{}",
+        said.len(),
+        run.stderr
+    );
+    assert!(said[0].contains(&at) && said[0].contains(ID), "{}", said[0]);
+    assert_eq!(w.run(&config, &["status"]).code(), Some(1));
+
+    // A shorter expiry_warning accepts the same certificate, and status recovers.
+    let config = w.config(SK, "expiry_warning = \"5d\"");
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout, run.stderr);
+    let status = w.run(&config, &["status"]);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n{}",
+        status.stdout,
+        status.stderr
+    );
+}
+
+/// `path` holds at least one certificate (the CA the stand-in served).
+fn redis_ca_in(path: &Path) -> bool {
+    fs::read_to_string(path).is_ok_and(|pem| certs_in(&pem) >= 1)
+}
+
+const ID2: &str = "6f4a1c2e-0000-4000-8000-000000000002";
+
+/// The value of `certkeeper_dcs_instance_healthy` for instance `id` in exposition `text`.
+fn healthy(text: &str, id: &str) -> Option<f64> {
+    let label = format!("instance=\"{id}\"");
+    text.lines()
+        .filter(|l| l.starts_with("certkeeper_dcs_instance_healthy{"))
+        .find(|l| l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_healthy_gauge_is_1_for_a_synced_instance_and_0_for_a_failing_one() {
+    let w = World::new("metrics");
+    w.standin.rotate(ID, &w.path("gen1"));
+    w.standin
+        .instance(ID2, &json!({"project": PROJECT, "ssl": "unsupported"}));
+    let textfile = w.path("certkeeper.prom");
+    let config = w.config(
+        SK,
+        &format!(
+            "\n[[dcs_instance]]\nid = \"{ID2}\"\nca_file = \"{}\"\n\n[metrics]\ntextfile = \"{}\"",
+            w.path("other-ca.pem").display(),
+            textfile.display()
+        ),
+    );
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    let text = fs::read_to_string(&textfile).unwrap();
+    assert_eq!(healthy(&text, ID), Some(1.0), "{text}");
+    assert_eq!(healthy(&text, ID2), Some(0.0), "{text}");
+    assert!(
+        text.contains(&format!("instance=\"{ID2}\",dcs=\"otc\"")),
+        "{text}"
+    );
+    // The failing instance recovers on the next pass, and the gauge with it.
+    w.standin.instance(ID2, &json!({"ssl": "on"}));
+    w.standin.rotate(ID2, &w.path("gen1-other"));
+    let run = w.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout, run.stderr);
+    let text = fs::read_to_string(&textfile).unwrap();
+    assert_eq!(healthy(&text, ID2), Some(1.0), "{text}");
+}
+
+#[test]
+fn the_daemon_syncs_an_instance_on_its_pass() {
+    use crate::common::daemon::{Daemon, wait_until};
+    use std::time::Duration;
+    let w = World::new("daemon");
+    w.standin.rotate(ID, &w.path("gen1"));
+    let redis = Redis::start(w.dir.path(), &w.path("gen1"));
+    let textfile = w.path("certkeeper.prom");
+    let config = w.config(
+        SK,
+        &format!(
+            "endpoint = \"{}\"\n\n[schedule]\ncron = \"*/2 * * * * *\"\njitter = \"0s\"\n\n[metrics]\ntextfile = \"{}\"",
+            redis.endpoint(),
+            textfile.display()
+        ),
+    );
+    let mut daemon = Daemon::start(crate::common::bed(), &config, &[], &w.path("daemon.log"));
+    daemon.wait_for("ca_file updated", 1, Duration::from_secs(60));
+    assert!(
+        redis.ping(&w.ca_file()),
+        "PING with the ca_file the daemon synced failed"
+    );
+    wait_until(
+        "certkeeper_dcs_instance_healthy 1 in the textfile",
+        Duration::from_secs(30),
+        || fs::read_to_string(&textfile).is_ok_and(|t| healthy(&t, ID) == Some(1.0)),
+        || fs::read_to_string(&textfile).unwrap_or_default(),
+    );
+    // The next pass asks for the status only.
+    daemon.wait_for("SSL status unchanged", 1, Duration::from_secs(30));
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(10));
+    let log = daemon.text();
+    assert_eq!(
+        w.standin.count("api", "POST", "/ssl-certs/download"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("ca_file updated"))
+            .count(),
+        1,
+        "one line per instance and pass:\n{log}"
+    );
+    assert!(!log.contains(SK), "the SK appears in the daemon's log");
 }

@@ -263,4 +263,45 @@ mod tests {
             Err(Refusal::UnknownKey)
         );
     }
+    /// The gateway signs nothing a request could leave out: without `host` in SignedHeaders a signature
+    /// could be replayed against another endpoint, without `x-sdk-date` against another time.
+    #[test]
+    fn signed_headers_without_host_or_x_sdk_date_are_refused() {
+        let uri: Uri = "/v2/p/instances/i/ssl".parse().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let format =
+            time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+        let sk = |_: &str| Some("sk".to_owned());
+        for (signed, missing) in [
+            ("x-sdk-date", "host"),
+            ("content-type;x-sdk-date", "host"),
+            ("host", "x-sdk-date"),
+            ("content-type;host", "x-sdk-date"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "authorization",
+                format!("SDK-HMAC-SHA256 Access=ak, SignedHeaders={signed}, Signature=00")
+                    .parse()
+                    .unwrap(),
+            );
+            // Every header is sent, only the signature leaves one out.
+            headers.insert("x-sdk-date", now.format(&format).unwrap().parse().unwrap());
+            headers.insert("host", "h".parse().unwrap());
+            headers.insert("content-type", "application/json".parse().unwrap());
+            let refusal = verify(&Method::GET, &uri, &headers, b"", sk, now).unwrap_err();
+            assert_eq!(
+                refusal,
+                Refusal::Headers(format!("header {missing} is not signed")),
+                "SignedHeaders={signed}"
+            );
+            assert!(
+                refusal
+                    .message()
+                    .contains(&format!("header {missing} is not signed")),
+                "{}",
+                refusal.message()
+            );
+        }
+    }
 }
