@@ -174,6 +174,7 @@ impl Pipeline {
                 .unwrap_or(0),
             serial: info.serial.clone(),
             issued: info.not_before,
+            issuer_key: certs::issuer_key_algorithm(bundle),
         };
         if let Err(e) = self
             .state

@@ -142,6 +142,9 @@ pub struct LearnedLifetime {
     /// When it was issued (notBefore).
     #[serde(with = "time::serde::rfc3339")]
     pub issued: OffsetDateTime,
+    /// The key algorithm (`ECDSA`, `RSA`) of the intermediate that signed it; absent in older state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_key: Option<String>,
 }
 
 /// The lifetimes learned per issuer, keyed by [`issuer_key`].

@@ -556,3 +556,63 @@ fn an_order_the_first_ca_refuses_falls_back() {
     assert_no_txt(&[REFUSED_DOMAIN]);
     case.assert_invariants();
 }
+
+#[test]
+fn an_enforced_issuer_key_match_is_learned_and_decided_before_ordering() {
+    let _serial = serial();
+    let long = long_pebble();
+    let case = Case::new("iss-keymatch");
+    case.standin.settings(&json!({"pending": 0}));
+    let id = "t-iss-keymatch";
+    let domain = "t-iss-keymatch.example.test";
+    case.deployment(id, "one-way", due());
+    // Pebble signs every leaf with an RSA intermediate: the ECDSA key ordered from `long` cannot match it;
+    // the fallback (the bed's Pebble) orders RSA keys, which do.
+    let main = &bed().pebble;
+    let builder = case
+        .config()
+        .pebble(long)
+        .acme("name", "long")
+        .acme("eab_kid", EAB_KID)
+        .acme("eab_hmac_key_file", &eab_key(&case).display().to_string())
+        .emqx("issuer_key_match", "enforce")
+        .deployment(id, &[domain]);
+    let mut extra = fallback("rsa", &main.directory_url, &main.ca_pem, None);
+    extra.push_str("key_type = \"rsa-2048\"\n");
+    let config = write_with(&builder, &extra);
+
+    let l0 = long.counts();
+    let run = case.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_eq!(delta(long.counts(), l0), (1, 1), "{run}");
+    assert!(
+        run.stderr
+            .contains("the certificate from issuer long is kept but cannot be pushed"),
+        "{run}"
+    );
+    let learned: Value =
+        serde_json::from_slice(&fs::read(case.state_dir().join("issuers.json")).unwrap()).unwrap();
+    assert_eq!(
+        learned[&long.directory_url]["issuer_key"], "RSA",
+        "{learned}"
+    );
+
+    // The next pass knows `long` signs with RSA and orders nothing there.
+    let l1 = long.counts();
+    let run = case.run(&config, &["renew", "--now"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    let skipped: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("skipped before ordering"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{run}");
+    assert!(
+        skipped[0].contains("issuer_key_match") && skipped[0].contains("RSA intermediate"),
+        "{}",
+        skipped[0]
+    );
+    assert_eq!(delta(long.counts(), l1), (0, 0), "{run}");
+    assert_no_txt(&[domain]);
+    case.assert_invariants();
+}
