@@ -296,6 +296,26 @@ fn no_acceptable_issuer_fails_before_any_order_naming_the_rule() {
         .deployment(id, &[domain])
         .write();
 
+    // Before any pass, `status` already counts it as at risk, with the reason, and exits 1.
+    let status = case.run(&config, &["status", "--json"]);
+    assert_eq!(status.code(), Some(1), "{status}");
+    let doc: Value =
+        serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}: {status}"));
+    let d = &doc["deployments"][0];
+    assert_eq!(d["health"], "at_risk", "{doc}");
+    assert_eq!(doc["healthy"], false, "{doc}");
+    let why = d["at_risk"].as_str().unwrap_or_else(|| panic!("{doc}"));
+    assert!(
+        why.contains("no issuer can serve this deployment") && why.contains("60-day import rule"),
+        "{why}"
+    );
+    let status = case.run(&config, &["status"]);
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(
+        status.stdout.contains("AT RISK, issuer: NONE ("),
+        "{status}"
+    );
+
     let before = short.counts();
     let run = case.run(&config, &["renew"]);
     assert_eq!(run.code(), Some(1), "{run}");
@@ -316,6 +336,7 @@ fn no_acceptable_issuer_fails_before_any_order_naming_the_rule() {
     assert_eq!(case.requests("PUT") + case.requests("POST"), 0);
 
     let status = case.run(&config, &["status"]);
+    assert_eq!(status.code(), Some(1), "{status}");
     assert!(
         status.stdout.contains("issuer: NONE (no issuer can serve"),
         "{status}"
