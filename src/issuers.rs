@@ -98,6 +98,25 @@ fn key_mismatch(
     })
 }
 
+/// Why `issuer` takes no order now: it answered `rateLimited` with a Retry-After that has not passed.
+fn rate_limited(
+    issuer: &Issuer,
+    profile: Option<&str>,
+    log: &IssuerLog,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let until = log
+        .get(&issuer_key(&issuer.directory, profile))?
+        .rate_limited_until
+        .filter(|until| *until > now)?;
+    Some(format!(
+        "the CA rate-limited it until {} (its Retry-After); it is tried again after that",
+        until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    ))
+}
+
 /// Where an expected lifetime comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -181,7 +200,8 @@ pub fn candidates(
                     span(lifetime),
                     span(rule.minimum)
                 )),
-                _ => key_mismatch(key_rule.as_deref(), issuer, profile.as_deref(), log),
+                _ => key_mismatch(key_rule.as_deref(), issuer, profile.as_deref(), log)
+                    .or_else(|| rate_limited(issuer, profile.as_deref(), log, now)),
             };
             Candidate {
                 index,
@@ -214,7 +234,10 @@ pub fn expected_lifetime(
     if let Some(published) = letsencrypt_lifetime(&issuer.directory, profile, now) {
         return Some((published, Source::Published));
     }
-    if let Some(learned) = log.get(&issuer_key(&issuer.directory, profile)) {
+    if let Some(learned) = log
+        .get(&issuer_key(&issuer.directory, profile))
+        .filter(|l| l.lifetime_secs > 0)
+    {
         return Some((
             Duration::from_secs(learned.lifetime_secs),
             Source::Learned(learned.issued),
@@ -269,13 +292,12 @@ fn span_adjective(d: Duration) -> String {
 
 /// The message of a deployment no issuer can serve: the rule, each issuer's lifetime, and what to do.
 pub fn none_acceptable(config: &Config, d: &Deployment, candidates: &[Candidate]) -> String {
-    if let Some(key_rule) = key_match_rule(config, d)
-        && candidates.iter().any(|c| {
-            c.refused
-                .as_deref()
-                .is_some_and(|r| r.starts_with(&key_rule))
-        })
-    {
+    let lifetime_name = lifetime_rule(config, d).map(|r| r.name);
+    if candidates.iter().any(|c| {
+        c.refused
+            .as_deref()
+            .is_some_and(|r| lifetime_name.as_deref().is_none_or(|n| !r.starts_with(n)))
+    }) {
         let why: Vec<String> = candidates
             .iter()
             .map(|c| {
@@ -287,9 +309,10 @@ pub fn none_acceptable(config: &Config, d: &Deployment, candidates: &[Candidate]
             })
             .collect();
         return format!(
-            "no issuer can serve this deployment: {}; nothing was ordered. Set the issuer's key_type to its \
-             intermediate's algorithm, add a [[acme.fallback]] CA that signs with the same algorithm as your key, \
-             or set issuer_key_match = \"warn\" if your EMQX plan accepts a mixed chain",
+            "no issuer can serve this deployment: {}; nothing was ordered. For a rate limit, wait or add a \
+             [[acme.fallback]] CA; for the key match, set the issuer's key_type to its intermediate's algorithm, \
+             add a [[acme.fallback]] CA that signs with the same algorithm as your key, or set \
+             issuer_key_match = \"warn\" if your EMQX plan accepts a mixed chain",
             why.join("; ")
         );
     }
@@ -451,6 +474,7 @@ domains = ["a.example.com"]
                 serial: "01".into(),
                 issued: now,
                 issuer_key: Some("RSA".into()),
+                rate_limited_until: None,
             },
         );
         log.insert(
@@ -460,6 +484,7 @@ domains = ["a.example.com"]
                 serial: "02".into(),
                 issued: now,
                 issuer_key: None,
+                rate_limited_until: None,
             },
         );
         assert_eq!(
@@ -488,6 +513,7 @@ domains = ["a.example.com"]
                 serial: "02".into(),
                 issued: now,
                 issuer_key: Some("ECDSA".into()),
+                rate_limited_until: None,
             },
         );
         let acceptable = |c: &Config, log: &IssuerLog| -> Vec<bool> {
@@ -517,6 +543,40 @@ domains = ["a.example.com"]
             .unwrap()
             .issuer_key = Some("RSA".into());
         assert_eq!(acceptable(&c, &log), [false, true, false]);
+    }
+
+    #[test]
+    fn a_persisted_rate_limit_skips_the_issuer_until_it_ends() {
+        let c = config("").unwrap();
+        let now = datetime!(2026-12-03 00:00 UTC);
+        let d = &c.deployments[0];
+        let mut log = IssuerLog::new();
+        log.insert(
+            issuer_key("https://other.example/dir", None),
+            crate::state::LearnedLifetime {
+                lifetime_secs: 0,
+                serial: String::new(),
+                issued: now,
+                issuer_key: None,
+                rate_limited_until: Some(now + time::Duration::hours(1)),
+            },
+        );
+        let second = |at| candidates(&c, d, &log, at)[1].clone();
+        let refused = second(now).refused.unwrap();
+        assert!(
+            refused.contains("rate-limited it until 2026-12-03T01:00:00Z"),
+            "{refused}"
+        );
+        assert!(
+            second(now).expected.is_none(),
+            "a hold alone teaches no lifetime"
+        );
+        assert!(second(now + time::Duration::hours(2)).acceptable());
+        let message = none_acceptable(&c, d, &candidates(&c, d, &log, now));
+        assert!(
+            message.contains("second: the CA rate-limited it"),
+            "{message}"
+        );
     }
 
     #[test]
