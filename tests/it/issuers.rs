@@ -637,3 +637,50 @@ fn an_enforced_issuer_key_match_is_learned_and_decided_before_ordering() {
     assert_no_txt(&[domain]);
     case.assert_invariants();
 }
+
+#[test]
+fn a_recorded_rate_limit_skips_the_issuer_until_its_retry_after() {
+    use std::os::unix::fs::DirBuilderExt;
+    let _serial = serial();
+    let (short, long) = (short_pebble(), long_pebble());
+    let case = Case::new("iss-ratelimit");
+    let id = "t-iss-ratelimit";
+    let domain = "t-iss-ratelimit.example.test";
+    let builder = files_deployment(&case, case.config(), id, domain);
+    let (builder, extra) = two_issuers(&case, builder);
+    let config = write_with(&builder, &extra);
+    // As a pass that got `rateLimited` with an hour's Retry-After from the first CA leaves it.
+    let until = OffsetDateTime::now_utc() + Duration::hours(1);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(case.state_dir())
+        .unwrap();
+    let log = json!({&short.directory_url: {
+        "lifetime_secs": 0, "serial": "", "issued": rfc3339(until), "rate_limited_until": rfc3339(until),
+    }});
+    write_private(
+        &case.state_dir().join("issuers.json"),
+        log.to_string().as_bytes(),
+    )
+    .unwrap();
+
+    let (s0, l0) = (short.counts(), long.counts());
+    let run = case.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    let skipped: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("skipped before ordering"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{run}");
+    assert!(
+        skipped[0].contains("short") && skipped[0].contains("rate-limited it until"),
+        "{}",
+        skipped[0]
+    );
+    assert_eq!(delta(short.counts(), s0), (0, 0), "{run}");
+    assert_eq!(delta(long.counts(), l0), (1, 1), "{run}");
+    assert_no_txt(&[domain]);
+    case.assert_invariants();
+}
