@@ -29,6 +29,16 @@ pub enum KeyType {
     Rsa2048,
 }
 
+impl KeyType {
+    /// The algorithm family, as [`issuer_key_algorithm`] names it: `ECDSA` or `RSA`.
+    pub fn algorithm(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 | KeyType::EcdsaP384 => "ECDSA",
+            KeyType::Rsa2048 => "RSA",
+        }
+    }
+}
+
 impl fmt::Display for KeyType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -343,6 +353,33 @@ pub fn spki(der: &[u8]) -> Result<Vec<u8>, CertError> {
     Ok(cert.public_key().raw.to_vec())
 }
 
+/// The key algorithm of a certificate: `ECDSA`, `RSA`, or the OID of another.
+fn key_algorithm(der: &[u8]) -> Result<String, CertError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::BadPem {
+        what: "certificate",
+        detail: e.to_string(),
+    })?;
+    Ok(
+        match cert
+            .public_key()
+            .algorithm
+            .algorithm
+            .to_id_string()
+            .as_str()
+        {
+            "1.2.840.10045.2.1" => "ECDSA".to_owned(),
+            "1.2.840.113549.1.1.1" => "RSA".to_owned(),
+            other => other.to_owned(),
+        },
+    )
+}
+
+/// The key algorithm (`ECDSA`, `RSA`) of the certificate that issued the bundle's leaf, when the chain has one.
+pub fn issuer_key_algorithm(bundle: &Bundle) -> Option<String> {
+    let ders = parse_pem_certs(bundle.chain_pem.as_bytes()).ok()?;
+    key_algorithm(ders.get(1)?).ok()
+}
+
 /// Checks that the leaf's key algorithm (EC or RSA) is the one of the certificate that issued it, as EMQX's
 /// docs require.
 ///
@@ -350,25 +387,7 @@ pub fn spki(der: &[u8]) -> Result<Vec<u8>, CertError> {
 /// [`CertError::Invalid`] naming both algorithms; a bundle without an issuer passes.
 pub fn check_issuer_key_match(bundle: &Bundle) -> Result<(), CertError> {
     let ders = parse_pem_certs(bundle.chain_pem.as_bytes())?;
-    let alg = |der: &[u8]| -> Result<String, CertError> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::BadPem {
-            what: "certificate",
-            detail: e.to_string(),
-        })?;
-        Ok(
-            match cert
-                .public_key()
-                .algorithm
-                .algorithm
-                .to_id_string()
-                .as_str()
-            {
-                "1.2.840.10045.2.1" => "ECDSA".to_owned(),
-                "1.2.840.113549.1.1.1" => "RSA".to_owned(),
-                other => other.to_owned(),
-            },
-        )
-    };
+    let alg = key_algorithm;
     match (ders.first(), ders.get(1)) {
         (Some(leaf), Some(issuer)) => {
             let (l, i) = (alg(leaf)?, alg(issuer)?);

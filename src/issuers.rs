@@ -16,7 +16,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use crate::config::{Config, Deployment, Issuer, LETSENCRYPT, LETSENCRYPT_STAGING, TargetConfig};
+use crate::config::{
+    Config, Deployment, Issuer, IssuerKeyMatch, LETSENCRYPT, LETSENCRYPT_STAGING, TargetConfig,
+};
 use crate::state::{IssuerLog, issuer_key};
 
 const DAY: u64 = 24 * 3600;
@@ -54,6 +56,65 @@ pub fn lifetime_rule(config: &Config, d: &Deployment) -> Option<LifetimeRule> {
         // Targets without a lifetime rule (files, and kinds added later).
         _ => None,
     }
+}
+
+/// The name of deployment `d`'s rule that the leaf's key algorithm be the one of its issuer, when its target
+/// enforces it: `EMQX's issuer key match rule ([emqx.prod] issuer_key_match = "enforce")`.
+pub fn key_match_rule(config: &Config, d: &Deployment) -> Option<String> {
+    match &d.target {
+        TargetConfig::Emqx(e) => {
+            let account = config.emqx.get(&e.account)?;
+            (account.issuer_key_match == IssuerKeyMatch::Enforce).then(|| {
+                format!(
+                    "EMQX's issuer key match rule ([emqx.{}] issuer_key_match = \"enforce\")",
+                    e.account
+                )
+            })
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Why `issuer` cannot serve a deployment under key match rule `rule`: the intermediate of its last
+/// certificate (ordered with `profile`) has another key algorithm than the key this deployment would order.
+fn key_mismatch(
+    rule: Option<&str>,
+    issuer: &Issuer,
+    profile: Option<&str>,
+    log: &IssuerLog,
+) -> Option<String> {
+    let rule = rule?;
+    let learned = log.get(&issuer_key(&issuer.directory, profile))?;
+    let intermediate = learned.issuer_key.as_deref()?;
+    (intermediate != issuer.key_type.algorithm()).then(|| {
+        format!(
+            "{rule} refuses it: the certificate it issued on {} was signed by an {intermediate} intermediate, \
+             and this deployment's key is {} ({})",
+            crate::pipeline::day(learned.issued),
+            issuer.key_type,
+            issuer.key_type.algorithm()
+        )
+    })
+}
+
+/// Why `issuer` takes no order now: it answered `rateLimited` with a Retry-After that has not passed.
+fn rate_limited(
+    issuer: &Issuer,
+    profile: Option<&str>,
+    log: &IssuerLog,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let until = log
+        .get(&issuer_key(&issuer.directory, profile))?
+        .rate_limited_until
+        .filter(|until| *until > now)?;
+    Some(format!(
+        "the CA rate-limited it until {} (its Retry-After); it is tried again after that",
+        until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    ))
 }
 
 /// Where an expected lifetime comes from.
@@ -121,6 +182,7 @@ pub fn candidates(
     now: OffsetDateTime,
 ) -> Vec<Candidate> {
     let rule = lifetime_rule(config, d);
+    let key_rule = key_match_rule(config, d);
     config
         .acme
         .issuers
@@ -138,7 +200,8 @@ pub fn candidates(
                     span(lifetime),
                     span(rule.minimum)
                 )),
-                _ => None,
+                _ => key_mismatch(key_rule.as_deref(), issuer, profile.as_deref(), log)
+                    .or_else(|| rate_limited(issuer, profile.as_deref(), log, now)),
             };
             Candidate {
                 index,
@@ -171,7 +234,10 @@ pub fn expected_lifetime(
     if let Some(published) = letsencrypt_lifetime(&issuer.directory, profile, now) {
         return Some((published, Source::Published));
     }
-    if let Some(learned) = log.get(&issuer_key(&issuer.directory, profile)) {
+    if let Some(learned) = log
+        .get(&issuer_key(&issuer.directory, profile))
+        .filter(|l| l.lifetime_secs > 0)
+    {
         return Some((
             Duration::from_secs(learned.lifetime_secs),
             Source::Learned(learned.issued),
@@ -226,6 +292,30 @@ fn span_adjective(d: Duration) -> String {
 
 /// The message of a deployment no issuer can serve: the rule, each issuer's lifetime, and what to do.
 pub fn none_acceptable(config: &Config, d: &Deployment, candidates: &[Candidate]) -> String {
+    let lifetime_name = lifetime_rule(config, d).map(|r| r.name);
+    if candidates.iter().any(|c| {
+        c.refused
+            .as_deref()
+            .is_some_and(|r| lifetime_name.as_deref().is_none_or(|n| !r.starts_with(n)))
+    }) {
+        let why: Vec<String> = candidates
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c.name,
+                    c.refused.as_deref().unwrap_or("acceptable")
+                )
+            })
+            .collect();
+        return format!(
+            "no issuer can serve this deployment: {}; nothing was ordered. For a rate limit, wait or add a \
+             [[acme.fallback]] CA; for the key match, set the issuer's key_type to its intermediate's algorithm, \
+             add a [[acme.fallback]] CA that signs with the same algorithm as your key, or set \
+             issuer_key_match = \"warn\" if your EMQX plan accepts a mixed chain",
+            why.join("; ")
+        );
+    }
     let rule = lifetime_rule(config, d);
     let (rule_name, hint) =
         rule.as_ref()
@@ -383,6 +473,8 @@ domains = ["a.example.com"]
                 lifetime_secs: 90 * DAY,
                 serial: "01".into(),
                 issued: now,
+                issuer_key: Some("RSA".into()),
+                rate_limited_until: None,
             },
         );
         log.insert(
@@ -391,6 +483,8 @@ domains = ["a.example.com"]
                 lifetime_secs: 30 * DAY,
                 serial: "02".into(),
                 issued: now,
+                issuer_key: None,
+                rate_limited_until: None,
             },
         );
         assert_eq!(
@@ -403,6 +497,86 @@ domains = ["a.example.com"]
         );
         let message = none_acceptable(&c, d, &candidates(&c, d, &IssuerLog::new(), now));
         assert!(message.contains("60-day import rule"), "{message}");
+    }
+
+    #[test]
+    fn enforced_key_match_skips_an_issuer_whose_intermediate_differs() {
+        let mut c = config("").unwrap();
+        let now = datetime!(2026-12-03 00:00 UTC);
+        let d = c.deployments[0].clone();
+        let mut log = IssuerLog::new();
+        // "second" orders rsa-2048 keys; its last certificate came from an ECDSA intermediate.
+        log.insert(
+            issuer_key("https://other.example/dir", None),
+            crate::state::LearnedLifetime {
+                lifetime_secs: 90 * DAY,
+                serial: "02".into(),
+                issued: now,
+                issuer_key: Some("ECDSA".into()),
+                rate_limited_until: None,
+            },
+        );
+        let acceptable = |c: &Config, log: &IssuerLog| -> Vec<bool> {
+            candidates(c, &d, log, now)
+                .iter()
+                .map(Candidate::acceptable)
+                .collect()
+        };
+        assert_eq!(
+            acceptable(&c, &log),
+            [false, true, false],
+            "warn: not checked"
+        );
+        for account in c.emqx.values_mut() {
+            account.issuer_key_match = IssuerKeyMatch::Enforce;
+        }
+        assert_eq!(acceptable(&c, &log), [false, false, false]);
+        let refused = candidates(&c, &d, &log, now)[1].refused.clone().unwrap();
+        assert!(
+            refused.contains("ECDSA intermediate") && refused.contains("rsa-2048"),
+            "{refused}"
+        );
+        let message = none_acceptable(&c, &d, &candidates(&c, &d, &log, now));
+        assert!(message.contains("issuer_key_match"), "{message}");
+        // A matching intermediate passes.
+        log.get_mut(&issuer_key("https://other.example/dir", None))
+            .unwrap()
+            .issuer_key = Some("RSA".into());
+        assert_eq!(acceptable(&c, &log), [false, true, false]);
+    }
+
+    #[test]
+    fn a_persisted_rate_limit_skips_the_issuer_until_it_ends() {
+        let c = config("").unwrap();
+        let now = datetime!(2026-12-03 00:00 UTC);
+        let d = &c.deployments[0];
+        let mut log = IssuerLog::new();
+        log.insert(
+            issuer_key("https://other.example/dir", None),
+            crate::state::LearnedLifetime {
+                lifetime_secs: 0,
+                serial: String::new(),
+                issued: now,
+                issuer_key: None,
+                rate_limited_until: Some(now + time::Duration::hours(1)),
+            },
+        );
+        let second = |at| candidates(&c, d, &log, at)[1].clone();
+        let refused = second(now).refused.unwrap();
+        assert!(
+            refused.contains("rate-limited it until 2026-12-03T01:00:00Z"),
+            "{refused}"
+        );
+        assert!(
+            second(now).expected.is_none(),
+            "a hold alone teaches no lifetime"
+        );
+        assert!(second(now + time::Duration::hours(2)).acceptable());
+        let message = none_acceptable(&c, d, &candidates(&c, d, &log, now));
+        assert!(
+            message.contains("second: the CA rate-limited it"),
+            "{message}"
+        );
     }
 
     #[test]

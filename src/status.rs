@@ -16,7 +16,8 @@
 //!     "renewal": {"at": "…", "rule": "30 days before expiry", "next_inspection": "…"},
 //!     "step": "pushed",                 // issued | pushed | active | verified | null
 //!     "last": {"ok": false, "at": "…", "message": "EMQX API rejected the credentials (401) …"},
-//!     "at_risk": null,                  // or why the budget cannot renew it before its deadline
+//!     "at_risk": null,                  // or why the budget cannot renew it before its deadline, or why no
+//!                                       // issuer can serve it (then health is at_risk unless failing)
 //!     "error": null,                    // or why its state cannot be read
 //!     "last_success": "…",              // when a pass over it last ended well
 //!     "failures_total": 0,              // passes over it that failed, ever
@@ -165,6 +166,7 @@ pub fn report(
         .map(|d| {
             let mut status = deployment(d, state.record(&d.id), config, now);
             (status.issuer, status.issuer_reason) = issuer(config, d, state, now);
+            no_issuer_is_a_risk(&mut status);
             status
         })
         .collect();
@@ -193,6 +195,20 @@ pub fn report(
         deployments,
         accounts,
         dcs_instances,
+    }
+}
+
+/// A deployment no issuer can serve will fail its next renewal before any order: it needs a human now, not
+/// when its certificate runs out, so it counts as at risk (a failed last pass still says failing).
+fn no_issuer_is_a_risk(status: &mut DeploymentStatus) {
+    if status.issuer.is_some() || status.health == Health::Unreadable {
+        return;
+    }
+    if status.at_risk.is_none() {
+        status.at_risk = Some(status.issuer_reason.clone());
+    }
+    if matches!(status.health, Health::Ok | Health::Expiring) {
+        status.health = Health::AtRisk;
     }
 }
 
@@ -317,6 +333,8 @@ impl DeploymentStatus {
                 pipeline::day(r.next_inspection),
                 self.at_risk
                     .as_ref()
+                    // No issuer: said once, with the issuer below.
+                    .filter(|why| self.issuer.is_some() || **why != self.issuer_reason)
                     .map_or(String::new(), |why| format!("  AT RISK: {why}"))
             )
         });
@@ -335,7 +353,7 @@ impl DeploymentStatus {
         };
         let issuer = match &self.issuer {
             Some(name) => format!("  issuer: {name} ({})", self.issuer_reason),
-            None => format!("  issuer: NONE ({})", self.issuer_reason),
+            None => format!("  AT RISK, issuer: NONE ({})", self.issuer_reason),
         };
         format!(
             "{}  {}  expires {expiry}{expiring}{step}{plan}  last: {last}{issuer}",

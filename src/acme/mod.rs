@@ -26,6 +26,9 @@ use crate::state::{StateStore, StoreError};
 pub const ACME_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one wait on the CA may take: for validation, and again for the certificate.
 pub const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// How [`AcmeClient`] notes a 429's Retry-After in an error's detail.
+const RETRY_AFTER_NOTE: &str = " (the CA's Retry-After: ";
+
 /// First poll delay of an order; doubles up to the CA's `Retry-After` or the timeout.
 const FIRST_POLL: Duration = Duration::from_millis(50);
 /// How often one ACME step (a request on an existing order) is tried when it fails transiently.
@@ -105,6 +108,19 @@ pub enum AcmeError {
 }
 
 impl AcmeError {
+    /// The Retry-After of a `rateLimited` answer, when the CA gave one (as [`AcmeClient`] notes it in the
+    /// detail: instant-acme's error drops the header).
+    pub fn rate_limit_retry_after(&self) -> Option<std::time::Duration> {
+        let AcmeError::Ca { detail, .. } = self else {
+            return None;
+        };
+        if !detail.contains("rateLimited") {
+            return None;
+        }
+        let (_, rest) = detail.rsplit_once(RETRY_AFTER_NOTE)?;
+        humantime::parse_duration(rest.split(')').next()?).ok()
+    }
+
     /// Returns true if and only if trying again shortly may succeed: the CA or the network hiccuped, or the
     /// DNS server was unreachable. Validation failures are never transient (Let's Encrypt allows five failed
     /// validations per name per hour).
@@ -400,3 +416,33 @@ mod transport;
 
 use order::cert_id;
 use transport::AcmeHttp;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_retry_after_is_read_back_from_the_detail() {
+        let err = |detail: &str| AcmeError::Ca {
+            directory: "https://ca.example/dir".into(),
+            action: "creating the order",
+            detail: detail.into(),
+            transient: false,
+        };
+        let noted = format!(
+            "urn:ietf:params:acme:error:rateLimited: too many orders{RETRY_AFTER_NOTE}{})",
+            humantime::format_duration(std::time::Duration::from_secs(3723))
+        );
+        assert_eq!(
+            err(&noted).rate_limit_retry_after(),
+            Some(std::time::Duration::from_secs(3723))
+        );
+        assert_eq!(
+            err("urn:ietf:params:acme:error:rateLimited: too many orders").rate_limit_retry_after(),
+            None,
+            "no Retry-After: only the rest of the pass"
+        );
+        let other = noted.replace("rateLimited", "serverInternal");
+        assert_eq!(err(&other).rate_limit_retry_after(), None);
+    }
+}

@@ -27,7 +27,7 @@ impl AcmeClient {
                 .take();
             if let (AcmeError::Ca { detail, .. }, Some(wait)) = (&mut err, waited) {
                 detail.push_str(&format!(
-                    " (the CA's Retry-After: {})",
+                    "{RETRY_AFTER_NOTE}{})",
                     humantime::format_duration(wait)
                 ));
             }

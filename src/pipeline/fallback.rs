@@ -98,7 +98,13 @@ impl Pipeline {
                 Err(RenewError::Acme(e @ AcmeError::Ca { .. })) if more => {
                     tracing::warn!(issuer = %c.name, "{e}; falling back to the next issuer");
                     self.mark_unavailable(c.index, &e);
+                    self.hold_rate_limited(c, &e);
                     continue;
+                }
+                Err(RenewError::Acme(e @ AcmeError::Ca { .. })) => {
+                    // The last issuer too: the next pass must not spend a request on a CA still limiting.
+                    self.hold_rate_limited(c, &e);
+                    return Err(RenewError::Acme(e));
                 }
                 Err(e) => return Err(e),
             };
@@ -131,6 +137,45 @@ impl Pipeline {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(index, e.to_string());
+        }
+    }
+
+    /// Records a `rateLimited` answer's Retry-After in the issuers state so later passes (other processes
+    /// too) skip the issuer until then, and says so in one line.
+    fn hold_rate_limited(&self, c: &Candidate, e: &AcmeError) {
+        let Some(wait) = e.rate_limit_retry_after() else {
+            return;
+        };
+        let until = OffsetDateTime::now_utc() + wait;
+        let issuer = &self.config.acme.issuers[c.index];
+        let key = issuer_key(&issuer.directory, c.profile.as_deref());
+        let mut entry = self
+            .state
+            .issuer_log()
+            .ok()
+            .and_then(|mut log| log.remove(&key))
+            .unwrap_or(LearnedLifetime {
+                lifetime_secs: 0,
+                serial: String::new(),
+                issued: until,
+                issuer_key: None,
+                rate_limited_until: None,
+            });
+        entry.rate_limited_until = Some(until);
+        let at = until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        match self.state.save_issuer_lifetime(&key, &entry) {
+            Ok(()) => tracing::warn!(
+                issuer = %c.name,
+                "issuer {} rate-limits: later passes skip it until {at}",
+                c.name
+            ),
+            Err(e) => tracing::warn!(
+                issuer = %c.name,
+                "cannot record that issuer {} rate-limits until {at}: {e}",
+                c.name
+            ),
         }
     }
 
@@ -174,6 +219,8 @@ impl Pipeline {
                 .unwrap_or(0),
             serial: info.serial.clone(),
             issued: info.not_before,
+            issuer_key: certs::issuer_key_algorithm(bundle),
+            rate_limited_until: None,
         };
         if let Err(e) = self
             .state

@@ -142,6 +142,17 @@ pub struct LearnedLifetime {
     /// When it was issued (notBefore).
     #[serde(with = "time::serde::rfc3339")]
     pub issued: OffsetDateTime,
+    /// The key algorithm (`ECDSA`, `RSA`) of the intermediate that signed it; absent in older state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_key: Option<String>,
+    /// The CA answered `rateLimited` with a Retry-After ending then: no order goes to it before. An entry
+    /// made only for this has `lifetime_secs` 0 (nothing learned); an issued certificate clears it.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rate_limited_until: Option<OffsetDateTime>,
 }
 
 /// The lifetimes learned per issuer, keyed by [`issuer_key`].

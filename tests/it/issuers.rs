@@ -296,6 +296,26 @@ fn no_acceptable_issuer_fails_before_any_order_naming_the_rule() {
         .deployment(id, &[domain])
         .write();
 
+    // Before any pass, `status` already counts it as at risk, with the reason, and exits 1.
+    let status = case.run(&config, &["status", "--json"]);
+    assert_eq!(status.code(), Some(1), "{status}");
+    let doc: Value =
+        serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}: {status}"));
+    let d = &doc["deployments"][0];
+    assert_eq!(d["health"], "at_risk", "{doc}");
+    assert_eq!(doc["healthy"], false, "{doc}");
+    let why = d["at_risk"].as_str().unwrap_or_else(|| panic!("{doc}"));
+    assert!(
+        why.contains("no issuer can serve this deployment") && why.contains("60-day import rule"),
+        "{why}"
+    );
+    let status = case.run(&config, &["status"]);
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(
+        status.stdout.contains("AT RISK, issuer: NONE ("),
+        "{status}"
+    );
+
     let before = short.counts();
     let run = case.run(&config, &["renew"]);
     assert_eq!(run.code(), Some(1), "{run}");
@@ -316,6 +336,7 @@ fn no_acceptable_issuer_fails_before_any_order_naming_the_rule() {
     assert_eq!(case.requests("PUT") + case.requests("POST"), 0);
 
     let status = case.run(&config, &["status"]);
+    assert_eq!(status.code(), Some(1), "{status}");
     assert!(
         status.stdout.contains("issuer: NONE (no issuer can serve"),
         "{status}"
@@ -554,5 +575,112 @@ fn an_order_the_first_ca_refuses_falls_back() {
     let cert = fs::read_to_string(case.dir.path().join(format!("files-{id}/cert.pem"))).unwrap();
     assert!(days_valid(&cert) > 45, "issued by the fallback");
     assert_no_txt(&[REFUSED_DOMAIN]);
+    case.assert_invariants();
+}
+
+#[test]
+fn an_enforced_issuer_key_match_is_learned_and_decided_before_ordering() {
+    let _serial = serial();
+    let long = long_pebble();
+    let case = Case::new("iss-keymatch");
+    case.standin.settings(&json!({"pending": 0}));
+    let id = "t-iss-keymatch";
+    let domain = "t-iss-keymatch.example.test";
+    case.deployment(id, "one-way", due());
+    // Pebble signs every leaf with an RSA intermediate: the ECDSA key ordered from `long` cannot match it;
+    // the fallback (the bed's Pebble) orders RSA keys, which do.
+    let main = &bed().pebble;
+    let builder = case
+        .config()
+        .pebble(long)
+        .acme("name", "long")
+        .acme("eab_kid", EAB_KID)
+        .acme("eab_hmac_key_file", &eab_key(&case).display().to_string())
+        .emqx("issuer_key_match", "enforce")
+        .deployment(id, &[domain]);
+    let mut extra = fallback("rsa", &main.directory_url, &main.ca_pem, None);
+    extra.push_str("key_type = \"rsa-2048\"\n");
+    let config = write_with(&builder, &extra);
+
+    let l0 = long.counts();
+    let run = case.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_eq!(delta(long.counts(), l0), (1, 1), "{run}");
+    assert!(
+        run.stderr
+            .contains("the certificate from issuer long is kept but cannot be pushed"),
+        "{run}"
+    );
+    let learned: Value =
+        serde_json::from_slice(&fs::read(case.state_dir().join("issuers.json")).unwrap()).unwrap();
+    assert_eq!(
+        learned[&long.directory_url]["issuer_key"], "RSA",
+        "{learned}"
+    );
+
+    // The next pass knows `long` signs with RSA and orders nothing there.
+    let l1 = long.counts();
+    let run = case.run(&config, &["renew", "--now"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    let skipped: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("skipped before ordering"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{run}");
+    assert!(
+        skipped[0].contains("issuer_key_match") && skipped[0].contains("RSA intermediate"),
+        "{}",
+        skipped[0]
+    );
+    assert_eq!(delta(long.counts(), l1), (0, 0), "{run}");
+    assert_no_txt(&[domain]);
+    case.assert_invariants();
+}
+
+#[test]
+fn a_recorded_rate_limit_skips_the_issuer_until_its_retry_after() {
+    use std::os::unix::fs::DirBuilderExt;
+    let _serial = serial();
+    let (short, long) = (short_pebble(), long_pebble());
+    let case = Case::new("iss-ratelimit");
+    let id = "t-iss-ratelimit";
+    let domain = "t-iss-ratelimit.example.test";
+    let builder = files_deployment(&case, case.config(), id, domain);
+    let (builder, extra) = two_issuers(&case, builder);
+    let config = write_with(&builder, &extra);
+    // As a pass that got `rateLimited` with an hour's Retry-After from the first CA leaves it.
+    let until = OffsetDateTime::now_utc() + Duration::hours(1);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(case.state_dir())
+        .unwrap();
+    let log = json!({&short.directory_url: {
+        "lifetime_secs": 0, "serial": "", "issued": rfc3339(until), "rate_limited_until": rfc3339(until),
+    }});
+    write_private(
+        &case.state_dir().join("issuers.json"),
+        log.to_string().as_bytes(),
+    )
+    .unwrap();
+
+    let (s0, l0) = (short.counts(), long.counts());
+    let run = case.run(&config, &["renew"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    let skipped: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("skipped before ordering"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{run}");
+    assert!(
+        skipped[0].contains("short") && skipped[0].contains("rate-limited it until"),
+        "{}",
+        skipped[0]
+    );
+    assert_eq!(delta(short.counts(), s0), (0, 0), "{run}");
+    assert_eq!(delta(long.counts(), l0), (1, 1), "{run}");
+    assert_no_txt(&[domain]);
     case.assert_invariants();
 }
