@@ -384,3 +384,53 @@ fn acme_dns_without_the_cname_fails_before_any_order() {
     );
     assert_eq!(count(&standin.requests(), "POST", "/update"), 0);
 }
+
+/// The CNAME layer in front of Cloudflare: `_acme-challenge` points at another name of the zone, and the
+/// records go there (a CNAME owner holds no other data, so validation passes only through the target).
+#[test]
+fn cloudflare_publishes_at_the_cname_target() {
+    let case = Case::new("cf-cname");
+    let domains = ["t-cf-cname.example.test", "*.t-cf-cname.example.test"];
+    let target = "t-cf-cname-target.example.test.";
+    add_cname(bed(), "_acme-challenge.t-cf-cname.example.test.", target);
+    case.deployment("t-cf-cname", "one-way", due());
+    let standin = cloudflare(&case);
+    let config = write_with_dns(
+        &case.config().deployment("t-cf-cname", &domains),
+        &cloudflare_keys(&case, &standin, TOKEN),
+    );
+
+    let run = crate::common::run_with_env(
+        &config,
+        &["renew"],
+        &[("RUST_LOG", "info,certkeeper::solver=debug")],
+    );
+
+    assert_eq!(run.code(), Some(0), "{run}\n{:#?}", standin.requests());
+    assert_deployed(&case, "t-cf-cname", &domains);
+    let visible: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("TXT visible"))
+        .collect();
+    assert!(
+        visible.len() == 2
+            && visible
+                .iter()
+                .all(|l| l.contains(&format!("owner={target}"))),
+        "both values awaited at the target: {visible:#?}\n{run}"
+    );
+    let requests = standin.requests();
+    assert_eq!(count(&requests, "POST", "/dns_records"), 2, "{requests:#?}");
+    assert_eq!(
+        count(&requests, "DELETE", "/dns_records/"),
+        2,
+        "{requests:#?}"
+    );
+    assert_eq!(
+        standin.admin("GET", "/_admin/records", None, 200),
+        json!([]),
+        "records left at Cloudflare"
+    );
+    assert!(bed().txt_records(target).is_empty(), "TXT left at {target}");
+}

@@ -3,7 +3,7 @@
 //! that follows the CNAME, as a public CA's would.
 
 use super::*;
-use crate::common::bed::{KnotSpec, free_udp_tcp_port, txt_at, wait_for_soa};
+use crate::common::bed::{KnotSpec, free_udp_tcp_port, quote, txt_at, wait_for_soa};
 use crate::common::probe::due;
 use crate::common::{assert_deployed, bed};
 
@@ -76,6 +76,90 @@ fn cname_delegated_challenge_is_published_at_the_target_and_nothing_in_the_origi
     );
     assert!(
         txt_at(port, "t-cname.delegate.test.").is_empty(),
+        "TXT gone at the target"
+    );
+}
+
+#[test]
+fn exec_hook_publishes_at_the_cname_target_and_pebble_validates_through_the_cname() {
+    let case = Case::new("exec-cname");
+    let domains = ["t-exec-cname.example.test", "*.t-exec-cname.example.test"];
+    let port = free_udp_tcp_port().unwrap();
+    let origin = "$ORIGIN example.test.\n$TTL 60\n\
+                  @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+                  @ NS ns1.example.test.\nns1 A 127.0.0.1\n\
+                  _acme-challenge.t-exec-cname CNAME t-exec-cname.delegate.test.\n";
+    let delegate = "$ORIGIN delegate.test.\n$TTL 60\n\
+                    @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+                    @ NS ns1.example.test.\n";
+    let knot = bed()
+        .knot_with(
+            "knot-exec-cname",
+            &KnotSpec {
+                port,
+                zones: vec![
+                    ("example.test.".into(), origin.into()),
+                    ("delegate.test.".into(), delegate.into()),
+                ],
+                ..KnotSpec::default()
+            },
+        )
+        .unwrap();
+    wait_for_soa(port, "delegate.test.", &knot.log).unwrap();
+    let resolver = bed()
+        .unbound_for(
+            "unbound-exec-cname",
+            port,
+            &["example.test.", "delegate.test."],
+        )
+        .unwrap();
+    let pebble = bed()
+        .pebble_resolving_at("pebble-exec-cname", resolver)
+        .unwrap();
+
+    case.deployment("t-exec-cname", "one-way", due());
+    // The hook can only write into delegate.test.: had it been handed the origin name, knsupdate would
+    // have been refused (name outside the zone) and the hook would have failed.
+    let hook = super::exec::knsupdate_hook_to(&case, false, &knot, "delegate.test.");
+    let server = quote(&knot.server());
+    let builder = case
+        .config()
+        .pebble(&pebble)
+        .deployment("t-exec-cname", &domains);
+    let section = format!(
+        "provider = \"exec\"\ncommand = [{}]\ntimeout = \"20s\"\npropagation_servers = [{server}]\n\
+         lookup_servers = [{server}]\n",
+        quote(&hook.display().to_string())
+    );
+    let config = write_config(&builder, &with_dns_section(&builder, &section));
+
+    let run = case.run(&config, &["renew"]);
+
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_deployed(&case, "t-exec-cname", &domains);
+    let calls = std::fs::read_to_string(case.dir.path().join("hook.log")).unwrap();
+    assert_eq!(
+        calls.lines().count(),
+        4,
+        "two presents, two cleanups: {calls}"
+    );
+    assert!(
+        calls
+            .lines()
+            .all(|l| l.contains(" t-exec-cname.delegate.test. ") && !l.contains("example.test")),
+        "the hook was handed the CNAME target only: {calls}"
+    );
+    assert_eq!(
+        serial(port, "example.test."),
+        1,
+        "nothing was written to example.test."
+    );
+    assert!(
+        serial(port, "delegate.test.") >= 3,
+        "the records went to delegate.test."
+    );
+    assert!(
+        txt_at(port, "t-exec-cname.delegate.test.").is_empty(),
         "TXT gone at the target"
     );
 }

@@ -8,7 +8,16 @@ use crate::common::{Bed, assert_deployed, assert_no_txt, bed};
 /// A hook that adds (`present`) or removes (`cleanup`) the TXT with `knsupdate`, signed with the bed's key.
 /// With `whole_set`, cleanup deletes every TXT at the owner, as acme.sh's dnsapi scripts do.
 fn knsupdate_hook(case: &Case, whole_set: bool) -> std::path::PathBuf {
-    let knot = &bed().knot;
+    knsupdate_hook_to(case, whole_set, &bed().knot, common::bed::ZONE)
+}
+
+/// [`knsupdate_hook`] writing into `zone` at `knot` (another knotd than the bed's, e.g. a delegate zone).
+pub(super) fn knsupdate_hook_to(
+    case: &Case,
+    whole_set: bool,
+    knot: &common::bed::Knot,
+    zone: &str,
+) -> std::path::PathBuf {
     let path = case.dir.path().join("dns-hook");
     let delete = if whole_set {
         "del $2 TXT"
@@ -26,7 +35,6 @@ fn knsupdate_hook(case: &Case, whole_set: bool) -> std::path::PathBuf {
             key = common::bed::TSIG_KEY.trim_end_matches('.'),
             secret = knot.tsig_secret,
             port = knot.port,
-            zone = common::bed::ZONE,
         ),
     );
     path

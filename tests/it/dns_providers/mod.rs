@@ -3,12 +3,14 @@
 //! - [`exec`]: `provider = "exec"` with a hook that writes through `knsupdate`; failing and hanging hooks;
 //!   wildcard + apex with a hook that deletes the whole TXT set at cleanup (as acme.sh's scripts do).
 //! - [`secondary`]: `propagation = "authoritative"` waits for a lagging secondary that Pebble resolves at.
-//! - [`cname`]: `_acme-challenge` delegated by CNAME into another zone.
+//! - [`cname`]: `_acme-challenge` delegated by CNAME into another zone, by rfc2136 and by an exec hook.
+//! - [`ns_lookup`]: `propagation = "authoritative"` finding its servers by NS lookup (two loopback addresses).
 //! - [`layer`]: the shared layer against knotd alone: CNAME loops, a stuck server named, the journal at the target.
 
 mod cname;
 mod exec;
 mod layer;
+mod ns_lookup;
 mod secondary;
 
 use std::path::Path;

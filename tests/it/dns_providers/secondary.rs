@@ -13,11 +13,11 @@ use crate::common::probe::due;
 use crate::common::{Bed, assert_deployed, bed, run_with_env};
 
 /// How long the proxy holds each TCP request (SOA checks, zone transfers) back before passing it on.
-const LAG: Duration = Duration::from_millis(1500);
+pub(super) const LAG: Duration = Duration::from_millis(1500);
 
 /// Forwards DNS on `port` (UDP at once, each TCP request after [`LAG`]) to 127.0.0.1:`upstream`. Threads live until the
 /// test binary exits; they hold nothing but sockets.
-fn lagging_proxy(port: u16, upstream: u16) {
+pub(super) fn lagging_proxy(port: u16, upstream: u16) {
     let udp = UdpSocket::bind(("127.0.0.1", port)).expect("proxy UDP port");
     thread::spawn(move || {
         let mut buffer = [0u8; 65535];
@@ -70,7 +70,7 @@ fn lagging_proxy(port: u16, upstream: u16) {
 }
 
 /// How long certkeeper's debug log says `server` took to answer the value (`TXT visible ... waited=`).
-fn waited_at(log: &str, server: &str) -> Vec<Duration> {
+pub(super) fn waited_at(log: &str, server: &str) -> Vec<Duration> {
     log.lines()
         .filter(|l| l.contains("TXT visible") && l.contains(&format!("server={server} ")))
         .filter_map(|l| {

@@ -87,6 +87,10 @@ pub struct KnotSpec {
     pub primary: Option<u16>,
     /// Port of a secondary to NOTIFY after each change and allow transfers to.
     pub notify: Option<u16>,
+    /// The loopback address to listen on (all of 127/8 is loopback on Linux); `None` is 127.0.0.1.
+    pub address: Option<String>,
+    /// The address of the [`KnotSpec::notify`] secondary; `None` is 127.0.0.1.
+    pub notify_address: Option<String>,
 }
 
 /// Starts a knotd as `spec` says, with the bed's TSIG key allowed to update TXT records in its own zones.
@@ -107,7 +111,8 @@ pub(crate) fn start_knot_spec(
     }
     if let Some(port) = spec.notify {
         remotes.push_str(&format!(
-            "  - id: secondary\n    address: 127.0.0.1@{port}\n"
+            "  - id: secondary\n    address: {}@{port}\n",
+            spec.notify_address.as_deref().unwrap_or("127.0.0.1")
         ));
     }
     let mut zones = String::new();
@@ -128,7 +133,7 @@ pub(crate) fn start_knot_spec(
         }
     }
     let conf = format!(
-        "server:\n    rundir: {k}\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    \
+        "server:\n    rundir: {k}\n    listen: {address}@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    \
          background-workers: 1\n\
          log:\n  - target: stderr\n    any: info\n\
          database:\n    storage: {k}\n    journal-db-mode: asynchronous\n    journal-db-max-size: 64M\n    \
@@ -136,11 +141,12 @@ pub(crate) fn start_knot_spec(
          key:\n  - id: {TSIG_KEY}\n    algorithm: hmac-sha256\n    secret: {tsig_secret}\n\
          {remote}\
          acl:\n  - id: acme-update\n    key: {TSIG_KEY}\n    action: update\n    update-type: TXT\n  \
-         - id: to-secondary\n    address: 127.0.0.1\n    action: transfer\n  \
-         - id: from-primary\n    address: 127.0.0.1\n    action: notify\n\
+         - id: to-secondary\n    address: 127.0.0.0/8\n    action: transfer\n  \
+         - id: from-primary\n    address: 127.0.0.0/8\n    action: notify\n\
          template:\n  - id: default\n    storage: {k}\n    zonefile-sync: -1\n\
          zone:\n{zones}",
         port = spec.port,
+        address = spec.address.as_deref().unwrap_or("127.0.0.1"),
         remote = if remotes.is_empty() {
             String::new()
         } else {
