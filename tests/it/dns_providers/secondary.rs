@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::common::bed::quote;
-use crate::common::bed::{KnotSpec, free_udp_tcp_port, txt_at, wait_for_soa};
+use crate::common::bed::{Knot, KnotSpec, Pebble, free_udp_tcp_port, txt_at, wait_for_soa};
 use crate::common::probe::due;
 use crate::common::{Bed, assert_deployed, bed, run_with_env};
 
@@ -93,22 +93,19 @@ pub(super) fn waited_at(log: &str, server: &str) -> Vec<Duration> {
         .collect()
 }
 
-#[test]
-fn authoritative_propagation_waits_for_a_lagging_secondary_the_ca_asks() {
-    let case = Case::new("secondary");
-    let domain = "t-secondary.example.test";
+/// A primary knotd holding `zone`, a secondary that transfers it through a [`lagging_proxy`], and a Pebble
+/// resolving at the secondary: the CA sees the zone only once the slow transfer is done. `suffix` keeps each
+/// test's directories apart.
+fn lagging_pair(suffix: &str, zone: &str) -> (Knot, Knot, Pebble) {
     let (primary_port, secondary_port, proxy_port) = (
         free_udp_tcp_port().unwrap(),
         free_udp_tcp_port().unwrap(),
         free_udp_tcp_port().unwrap(),
     );
     lagging_proxy(proxy_port, primary_port);
-    let zone = "$ORIGIN example.test.\n$TTL 60\n\
-                @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
-                @ NS ns1.example.test.\n@ NS ns2.example.test.\nns1 A 127.0.0.1\nns2 A 127.0.0.1\n";
     let primary = bed()
         .knot_with(
-            "knot-primary",
+            &format!("knot-primary{suffix}"),
             &KnotSpec {
                 port: primary_port,
                 zones: vec![("example.test.".into(), zone.into())],
@@ -119,7 +116,7 @@ fn authoritative_propagation_waits_for_a_lagging_secondary_the_ca_asks() {
         .unwrap();
     let secondary = bed()
         .knot_with(
-            "knot-secondary",
+            &format!("knot-secondary{suffix}"),
             &KnotSpec {
                 port: secondary_port,
                 zones: vec![("example.test.".into(), String::new())],
@@ -131,8 +128,19 @@ fn authoritative_propagation_waits_for_a_lagging_secondary_the_ca_asks() {
     wait_for_soa(primary_port, "example.test.", &primary.log).unwrap();
     wait_for_soa(secondary_port, "example.test.", &secondary.log).unwrap();
     let pebble = bed()
-        .pebble_resolving_at("pebble-secondary", secondary_port)
+        .pebble_resolving_at(&format!("pebble-secondary{suffix}"), secondary_port)
         .unwrap();
+    (primary, secondary, pebble)
+}
+
+#[test]
+fn authoritative_propagation_waits_for_a_lagging_secondary_the_ca_asks() {
+    let case = Case::new("secondary");
+    let domain = "t-secondary.example.test";
+    let zone = "$ORIGIN example.test.\n$TTL 60\n\
+                @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+                @ NS ns1.example.test.\n@ NS ns2.example.test.\nns1 A 127.0.0.1\nns2 A 127.0.0.1\n";
+    let (primary, secondary, pebble) = lagging_pair("", zone);
 
     case.deployment("t-secondary", "one-way", due());
     let builder = case
@@ -168,9 +176,9 @@ fn authoritative_propagation_waits_for_a_lagging_secondary_the_ca_asks() {
     assert!(at_primary[0] < LAG / 10, "{at_primary:?}");
     // The TXT is gone from both, the secondary after its next (lagging) transfer.
     let owner = Bed::challenge_owner(domain);
-    assert!(txt_at(primary_port, &owner).is_empty());
+    assert!(txt_at(primary.port, &owner).is_empty());
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !txt_at(secondary_port, &owner).is_empty() {
+    while !txt_at(secondary.port, &owner).is_empty() {
         assert!(Instant::now() < deadline, "TXT left on the secondary");
         thread::sleep(Duration::from_millis(100));
     }
@@ -182,42 +190,10 @@ fn authoritative_propagation_waits_for_a_lagging_secondary_the_ca_asks() {
 fn primary_only_propagation_loses_to_the_lagging_secondary() {
     let case = Case::new("secondary-ctl");
     let domain = "t-secondary-ctl.example.test";
-    let (primary_port, secondary_port, proxy_port) = (
-        free_udp_tcp_port().unwrap(),
-        free_udp_tcp_port().unwrap(),
-        free_udp_tcp_port().unwrap(),
-    );
-    lagging_proxy(proxy_port, primary_port);
     let zone = "$ORIGIN example.test.\n$TTL 60\n\
                 @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
                 @ NS ns1.example.test.\nns1 A 127.0.0.1\n";
-    let primary = bed()
-        .knot_with(
-            "knot-primary-ctl",
-            &KnotSpec {
-                port: primary_port,
-                zones: vec![("example.test.".into(), zone.into())],
-                notify: Some(secondary_port),
-                ..KnotSpec::default()
-            },
-        )
-        .unwrap();
-    let secondary = bed()
-        .knot_with(
-            "knot-secondary-ctl",
-            &KnotSpec {
-                port: secondary_port,
-                zones: vec![("example.test.".into(), String::new())],
-                primary: Some(proxy_port),
-                ..KnotSpec::default()
-            },
-        )
-        .unwrap();
-    wait_for_soa(primary_port, "example.test.", &primary.log).unwrap();
-    wait_for_soa(secondary_port, "example.test.", &secondary.log).unwrap();
-    let pebble = bed()
-        .pebble_resolving_at("pebble-secondary-ctl", secondary_port)
-        .unwrap();
+    let (primary, _secondary, pebble) = lagging_pair("-ctl", zone);
 
     case.deployment("t-secondary-ctl", "one-way", due());
     let builder = case
