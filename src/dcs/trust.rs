@@ -2,9 +2,8 @@
 //! it is still valid (`ca_overlap`), and writing it atomically with the previous version kept as
 //! `<ca_file>.prev` (mode 0644: CA certificates are public, and every client must read them).
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -185,44 +184,18 @@ pub fn prev(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename, directory fsync),
-/// mode [`CA_MODE`]; symlinks at the temp name are not followed.
+/// Writes `bytes` to `path` atomically, mode [`CA_MODE`], as the files target writes its certificates.
 ///
 /// # Errors
 /// A [`TrustError::Io`] naming the file; the old file is intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrustError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(".certkeeper-tmp");
-    let temp = dir.join(name);
-    match fs::remove_file(&temp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("remove the stale temp file", &temp)(e)),
-    }
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(CA_MODE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temp)
-            .map_err(io_err("create", &temp))?;
-        file.write_all(bytes).map_err(io_err("write", &temp))?;
-        // The umask must not make the trust file unreadable for the clients.
-        file.set_permissions(fs::Permissions::from_mode(CA_MODE))
-            .map_err(io_err("set the mode of", &temp))?;
-        file.sync_all().map_err(io_err("sync", &temp))?;
-        fs::rename(&temp, path).map_err(io_err("replace", path))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync the directory", dir))
+    crate::deploy::files::write_file_atomically(path, bytes, CA_MODE, None, None).map_err(|e| {
+        TrustError::Io {
+            what: e.what,
+            path: e.path,
+            source: e.source,
+        }
+    })
 }
 
 /// Replaces `path` with `pem`, keeping what it held as `<path>.prev`. Returns the previous bytes (`None` when
@@ -258,6 +231,7 @@ pub fn restore(path: &Path, before: Option<&[u8]>) -> Result<(), TrustError> {
 mod tests {
     use super::*;
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn ca(days: i64, is_ca: bool) -> String {
         let mut params = CertificateParams::new(vec!["test".to_owned()]).unwrap();

@@ -24,6 +24,7 @@ use tokio::io::AsyncReadExt as _;
 pub(crate) use config::resolve;
 pub use config::{FilesConfig, RawFiles};
 pub use write::FileError;
+pub(crate) use write::write_file_atomically;
 use write::{Contents, InPlace};
 
 use super::{Deployed, Status, Target, TargetError, TargetFuture};

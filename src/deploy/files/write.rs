@@ -185,6 +185,22 @@ fn write_atomic(
     bytes: &[u8],
     mode: u32,
 ) -> Result<(), FileError> {
+    write_file_atomically(path, bytes, mode, config.owner, config.group)
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory (created 0600, symlinks at its name
+/// not followed), owner and group set when given, then `mode`, fsync, rename, directory fsync. The old file
+/// is intact on any error. Every file certkeeper hands to another program is written this way.
+///
+/// # Errors
+/// A [`FileError`] naming the step and the file.
+pub(crate) fn write_file_atomically(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> Result<(), FileError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut name = std::ffi::OsString::from(".");
     name.push(path.file_name().unwrap_or_default());
@@ -205,8 +221,8 @@ fn write_atomic(
         .map_err(err("create", &temp))?;
     let written = (|| {
         file.write_all(bytes).map_err(err("write", &temp))?;
-        if config.owner.is_some() || config.group.is_some() {
-            std::os::unix::fs::fchown(&file, config.owner, config.group)
+        if owner.is_some() || group.is_some() {
+            std::os::unix::fs::fchown(&file, owner, group)
                 .map_err(err("change the owner of", &temp))?;
         }
         file.set_permissions(fs::Permissions::from_mode(mode))
