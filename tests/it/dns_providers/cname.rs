@@ -3,7 +3,7 @@
 //! that follows the CNAME, as a public CA's would.
 
 use super::*;
-use crate::common::bed::{KnotSpec, free_udp_tcp_port, quote, txt_at, wait_for_soa};
+use crate::common::bed::{Knot, KnotSpec, Pebble, free_udp_tcp_port, quote, txt_at, wait_for_soa};
 use crate::common::probe::due;
 use crate::common::{assert_deployed, bed};
 
@@ -21,25 +21,27 @@ fn serial(port: u16, zone: &str) -> u64 {
         .expect("an SOA answer")
 }
 
-#[test]
-fn cname_delegated_challenge_is_published_at_the_target_and_nothing_in_the_origin_zone() {
-    let case = Case::new("cname");
-    let domains = ["t-cname.example.test", "*.t-cname.example.test"];
+/// knotd on a free port serving `example.test.` (whose `_acme-challenge.t-NAME` is a CNAME to
+/// `t-NAME.delegate.test.`) and an updatable `delegate.test.`, and a Pebble resolving through a real unbound:
+/// an authoritative knotd does not chase a CNAME into another zone, a resolver does.
+fn delegation_bed(name: &str) -> (u16, Knot, Pebble) {
     let port = free_udp_tcp_port().unwrap();
-    let origin = "$ORIGIN example.test.\n$TTL 60\n\
-                  @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
-                  @ NS ns1.example.test.\nns1 A 127.0.0.1\n\
-                  _acme-challenge.t-cname CNAME t-cname.delegate.test.\n";
+    let origin = format!(
+        "$ORIGIN example.test.\n$TTL 60\n\
+         @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+         @ NS ns1.example.test.\nns1 A 127.0.0.1\n\
+         _acme-challenge.t-{name} CNAME t-{name}.delegate.test.\n"
+    );
     let delegate = "$ORIGIN delegate.test.\n$TTL 60\n\
                     @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
                     @ NS ns1.example.test.\n";
     let knot = bed()
         .knot_with(
-            "knot-cname",
+            &format!("knot-{name}"),
             &KnotSpec {
                 port,
                 zones: vec![
-                    ("example.test.".into(), origin.into()),
+                    ("example.test.".into(), origin),
                     ("delegate.test.".into(), delegate.into()),
                 ],
                 ..KnotSpec::default()
@@ -48,9 +50,23 @@ fn cname_delegated_challenge_is_published_at_the_target_and_nothing_in_the_origi
         .unwrap();
     wait_for_soa(port, "delegate.test.", &knot.log).unwrap();
     let resolver = bed()
-        .unbound_for("unbound-cname", port, &["example.test.", "delegate.test."])
+        .unbound_for(
+            &format!("unbound-{name}"),
+            port,
+            &["example.test.", "delegate.test."],
+        )
         .unwrap();
-    let pebble = bed().pebble_resolving_at("pebble-cname", resolver).unwrap();
+    let pebble = bed()
+        .pebble_resolving_at(&format!("pebble-{name}"), resolver)
+        .unwrap();
+    (port, knot, pebble)
+}
+
+#[test]
+fn cname_delegated_challenge_is_published_at_the_target_and_nothing_in_the_origin_zone() {
+    let case = Case::new("cname");
+    let domains = ["t-cname.example.test", "*.t-cname.example.test"];
+    let (port, knot, pebble) = delegation_bed("cname");
 
     case.deployment("t-cname", "one-way", due());
     let builder = case
@@ -84,38 +100,7 @@ fn cname_delegated_challenge_is_published_at_the_target_and_nothing_in_the_origi
 fn exec_hook_publishes_at_the_cname_target_and_pebble_validates_through_the_cname() {
     let case = Case::new("exec-cname");
     let domains = ["t-exec-cname.example.test", "*.t-exec-cname.example.test"];
-    let port = free_udp_tcp_port().unwrap();
-    let origin = "$ORIGIN example.test.\n$TTL 60\n\
-                  @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
-                  @ NS ns1.example.test.\nns1 A 127.0.0.1\n\
-                  _acme-challenge.t-exec-cname CNAME t-exec-cname.delegate.test.\n";
-    let delegate = "$ORIGIN delegate.test.\n$TTL 60\n\
-                    @ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
-                    @ NS ns1.example.test.\n";
-    let knot = bed()
-        .knot_with(
-            "knot-exec-cname",
-            &KnotSpec {
-                port,
-                zones: vec![
-                    ("example.test.".into(), origin.into()),
-                    ("delegate.test.".into(), delegate.into()),
-                ],
-                ..KnotSpec::default()
-            },
-        )
-        .unwrap();
-    wait_for_soa(port, "delegate.test.", &knot.log).unwrap();
-    let resolver = bed()
-        .unbound_for(
-            "unbound-exec-cname",
-            port,
-            &["example.test.", "delegate.test."],
-        )
-        .unwrap();
-    let pebble = bed()
-        .pebble_resolving_at("pebble-exec-cname", resolver)
-        .unwrap();
+    let (port, knot, pebble) = delegation_bed("exec-cname");
 
     case.deployment("t-exec-cname", "one-way", due());
     // The hook can only write into delegate.test.: had it been handed the origin name, knsupdate would
