@@ -55,11 +55,7 @@ fn emqx_uses_the_90_day_issuer_and_files_the_45_day_one() {
     let run = case.run(&config, &["renew", "--deployment", emqx]);
     assert_eq!(run.code(), Some(0), "{run}");
     assert!(stdout_line(&run, emqx).contains("renewed"), "{run}");
-    let skipped: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("skipped before ordering"))
-        .collect();
+    let skipped = skipped_lines(&run);
     assert_eq!(skipped.len(), 1, "{run}");
     assert!(
         skipped[0].contains("short (45 days") && skipped[0].contains("60-day"),

@@ -178,11 +178,7 @@ fn an_enforced_issuer_key_match_is_learned_and_decided_before_ordering() {
     let l1 = long.counts();
     let run = case.run(&config, &["renew", "--now"]);
     assert_eq!(run.code(), Some(0), "{run}");
-    let skipped: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("skipped before ordering"))
-        .collect();
+    let skipped = skipped_lines(&run);
     assert_eq!(skipped.len(), 1, "{run}");
     assert!(
         skipped[0].contains("issuer_key_match") && skipped[0].contains("RSA intermediate"),
@@ -224,11 +220,7 @@ fn a_recorded_rate_limit_skips_the_issuer_until_its_retry_after() {
     let (s0, l0) = (short.counts(), long.counts());
     let run = case.run(&config, &["renew"]);
     assert_eq!(run.code(), Some(0), "{run}");
-    let skipped: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("skipped before ordering"))
-        .collect();
+    let skipped = skipped_lines(&run);
     assert_eq!(skipped.len(), 1, "{run}");
     assert!(
         skipped[0].contains("short") && skipped[0].contains("rate-limited it until"),

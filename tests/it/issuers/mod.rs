@@ -118,6 +118,14 @@ fn delta(after: PebbleCounts, before: PebbleCounts) -> (usize, usize) {
     (after.orders - before.orders, after.issued - before.issued)
 }
 
+/// The lines of `run`'s stderr that say an issuer was skipped before ordering.
+fn skipped_lines(run: &Run) -> Vec<&str> {
+    run.stderr
+        .lines()
+        .filter(|l| l.contains("skipped before ordering"))
+        .collect()
+}
+
 fn stdout_line<'r>(run: &'r Run, id: &str) -> &'r str {
     let prefix = format!("{id}: ");
     run.stdout
