@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::common::bed::{ConfigBuilder, write_private};
 use crate::common::dns_standins::{DnsStandin, add_cname};
 use crate::common::probe::due;
-use crate::common::{Case, assert_deployed, assert_no_txt, bed};
+use crate::common::{Case, Run, assert_deployed, assert_no_txt, bed};
 
 /// A well-formed Cloudflare API token (40 characters).
 const TOKEN: &str = "cf-test-token-0123456789abcdefghijklmnop";
@@ -74,6 +74,14 @@ fn count(requests: &[Value], method: &str, path_part: &str) -> usize {
             r["method"] == method && r["path"].as_str().is_some_and(|p| p.contains(path_part))
         })
         .count()
+}
+
+/// `certkeeper dns register` of `domain` at the bed's acme-dns section.
+fn dns_register(case: &Case, config: &Path, domain: &str) -> Run {
+    case.run(
+        config,
+        &["dns", "register", "--dns", "bed", "--domain", domain],
+    )
 }
 
 #[test]
@@ -179,17 +187,7 @@ fn acme_dns_register_then_issue_apex_and_wildcard_through_the_cname() {
         &acme_dns_keys(&standin, &file),
     );
 
-    let register = case.run(
-        &config,
-        &[
-            "dns",
-            "register",
-            "--dns",
-            "bed",
-            "--domain",
-            "t-adns.example.test",
-        ],
-    );
+    let register = dns_register(&case, &config, "t-adns.example.test");
     assert_eq!(register.code(), Some(0), "{register}");
     assert_eq!(
         fs::metadata(&file).unwrap().permissions().mode() & 0o777,
@@ -202,17 +200,7 @@ fn acme_dns_register_then_issue_apex_and_wildcard_through_the_cname() {
     assert!(register.stdout.contains(&cname), "{register}");
     let password = account["password"].as_str().unwrap();
     assert!(!register.stdout.contains(password) && !register.stderr.contains(password));
-    let again = case.run(
-        &config,
-        &[
-            "dns",
-            "register",
-            "--dns",
-            "bed",
-            "--domain",
-            "t-adns.example.test",
-        ],
-    );
+    let again = dns_register(&case, &config, "t-adns.example.test");
     assert_eq!(again.code(), Some(1), "{again}");
     assert!(
         again.stderr.contains("already has an acme-dns account"),
@@ -259,17 +247,7 @@ fn acme_dns_wrong_password_is_one_clear_line() {
         &case.config().deployment("t-adns-bad", &domains),
         &acme_dns_keys(&standin, &file),
     );
-    let register = case.run(
-        &config,
-        &[
-            "dns",
-            "register",
-            "--dns",
-            "bed",
-            "--domain",
-            "t-adns-bad.example.test",
-        ],
-    );
+    let register = dns_register(&case, &config, "t-adns-bad.example.test");
     assert_eq!(register.code(), Some(0), "{register}");
     let mut accounts: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
     let wrong = "W".repeat(40);
@@ -359,10 +337,7 @@ fn acme_dns_without_the_cname_fails_before_any_order() {
     let builder = case.config().deployment("t-adns-nocname", &domains);
     let config = write_with_dns(&builder, &acme_dns_keys(&standin, &file));
     let domain = "t-adns-nocname.example.test";
-    let register = case.run(
-        &config,
-        &["dns", "register", "--dns", "bed", "--domain", domain],
-    );
+    let register = dns_register(&case, &config, domain);
     assert_eq!(register.code(), Some(0), "{register}");
 
     let exclusive = bed().exclusive();
