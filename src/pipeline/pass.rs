@@ -90,16 +90,19 @@ impl Pipeline {
         let order = self.schedule(&mut planned, now);
         let mut slots: Vec<Option<Planned<'_>>> = planned.into_iter().map(Some).collect();
         let ordered: Vec<Planned<'_>> = order.into_iter().filter_map(|i| slots[i].take()).collect();
-        self.turns.begin(self.write_queues(&ordered));
-        let mut tasks: BTreeMap<&str, (u32, &dyn crate::deploy::RequestBudget)> = BTreeMap::new();
-        for p in &ordered {
-            if let Some(budget) = self.target(p.d).budget() {
-                tasks.entry(budget.group()).or_insert((0, budget)).0 += 1;
+        let groups = self.by_budget(ordered);
+        let mut queues = BTreeMap::new();
+        for (group, members) in &groups {
+            let budget = members.first().and_then(|p| self.target(p.d).budget());
+            if let (Some(group), Some(budget)) = (group, budget) {
+                budget.plan_tasks(u32::try_from(members.len()).unwrap_or(u32::MAX));
+                queues.insert(
+                    group.clone(),
+                    members.iter().map(|p| p.d.id.clone()).collect(),
+                );
             }
         }
-        for (n, budget) in tasks.into_values() {
-            budget.plan_tasks(n);
-        }
+        self.turns.begin(queues);
 
         let announced = AtomicBool::new(false);
         let announced = &announced;
@@ -107,12 +110,11 @@ impl Pipeline {
         // a deployment holds its place while it waits for `running`, so one global bound would make the keys
         // wait on each other's vendor for nothing.
         let limit = self.config.schedule.concurrency.max(1);
-        let mut finished =
-            futures_util::stream::select_all(self.by_budget(ordered).into_values().map(|group| {
-                futures_util::stream::iter(group)
-                    .map(|p| self.start(p, force, stop, announced))
-                    .buffer_unordered(limit)
-            }));
+        let mut finished = futures_util::stream::select_all(groups.into_values().map(|group| {
+            futures_util::stream::iter(group)
+                .map(|p| self.start(p, force, stop, announced))
+                .buffer_unordered(limit)
+        }));
         while let Some(report) = finished.next().await {
             if let Some(report) = report {
                 on_report(&report);
@@ -140,29 +142,18 @@ impl Pipeline {
         Some(self.task(p, force, stop).await)
     }
 
-    /// The deployments split by request budget (targets without one together under `""`), each in the order
-    /// the pass starts them.
-    fn by_budget<'c>(&self, ordered: Vec<Planned<'c>>) -> BTreeMap<String, Vec<Planned<'c>>> {
-        let mut groups: BTreeMap<String, Vec<Planned<'c>>> = BTreeMap::new();
+    /// The deployments split by request budget (`None`: the targets without one, together), each in the order
+    /// the pass starts them: the order each budget writes in.
+    fn by_budget<'c>(
+        &self,
+        ordered: Vec<Planned<'c>>,
+    ) -> BTreeMap<Option<String>, Vec<Planned<'c>>> {
+        let mut groups: BTreeMap<Option<String>, Vec<Planned<'c>>> = BTreeMap::new();
         for p in ordered {
-            let group = self.target(p.d).budget().map_or("", |b| b.group());
-            groups.entry(group.to_owned()).or_default().push(p);
+            let group = self.target(p.d).budget().map(|b| b.group().to_owned());
+            groups.entry(group).or_default().push(p);
         }
         groups
-    }
-
-    /// For each request budget, its deployments in the order the pass starts them: the order they write in.
-    fn write_queues(&self, ordered: &[Planned<'_>]) -> BTreeMap<String, Vec<String>> {
-        let mut queues: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for p in ordered {
-            if let Some(budget) = self.target(p.d).budget() {
-                queues
-                    .entry(budget.group().to_owned())
-                    .or_default()
-                    .push(p.d.id.clone());
-            }
-        }
-        queues
     }
 
     /// One deployment from its lock to its recorded outcome. A deployment another process holds is reported
